@@ -1,0 +1,87 @@
+"""Small ONNX models built with onnx.helper for tests (no torch needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(nodes, inputs, outputs, initializers, opset=17, name="test"):
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def mlp_forecaster(lookback=16, horizon=4, channels=2, hidden=8, seed=0, batch="batch") -> onnx.ModelProto:
+    """[batch, L, C] -> [batch, H, C]: Transpose, MatMul+Add+Relu, MatMul+Add, Transpose (a DLinear-like head)."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((lookback, hidden)).astype(np.float32) * 0.3, "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32) * 0.1, "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((hidden, horizon)).astype(np.float32) * 0.3, "w2")
+    b2 = numpy_helper.from_array(rng.standard_normal(horizon).astype(np.float32) * 0.1, "b2")
+    nodes = [
+        helper.make_node("Transpose", ["window"], ["t"], perm=[0, 2, 1], name="to_channels_first"),
+        helper.make_node("MatMul", ["t", "w1"], ["h0"], name="fc1"),
+        helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),
+        helper.make_node("Relu", ["h1"], ["h2"], name="relu"),
+        helper.make_node("MatMul", ["h2", "w2"], ["y0"], name="fc2"),
+        helper.make_node("Add", ["y0", "b2"], ["y1"], name="fc2_bias"),
+        helper.make_node("Transpose", ["y1"], ["forecast"], perm=[0, 2, 1], name="to_time_first"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, [batch, lookback, channels])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, [batch, horizon, channels])],
+        [w1, b1, w2, b2],
+    )
+
+
+def shared_weight_model(width=8, seed=1) -> onnx.ModelProto:
+    """Two MatMuls reading the same initializer, then a Conv1d: exercises weight ids and MAC counts."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "w")
+    k = numpy_helper.from_array(
+        rng.standard_normal((3, 1, 2)).astype(np.float32), "k"
+    )  # out=3, in=1, kernel=2
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"], name="mm_a"),
+        helper.make_node("Tanh", ["a"], ["a1"], name="tanh"),
+        helper.make_node("MatMul", ["a1", "w"], ["b"], name="mm_b"),
+        helper.make_node("Conv", ["b", "k"], ["y"], name="conv", kernel_shape=[2]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, width - 1])],
+        [w, k],
+    )
+
+
+def with_unsupported_ops() -> onnx.ModelProto:
+    """Valid ONNX whose ops TVM's importer lacks (RNN twice, Scan-free): for the unsupported-op error."""
+    rng = np.random.default_rng(2)
+    W = numpy_helper.from_array(rng.standard_normal((1, 4, 3)).astype(np.float32), "W")
+    R = numpy_helper.from_array(rng.standard_normal((1, 4, 4)).astype(np.float32), "R")
+    W2 = numpy_helper.from_array(rng.standard_normal((1, 4, 4)).astype(np.float32), "W2")
+    nodes = [
+        helper.make_node("RNN", ["x", "W", "R"], ["y", ""], hidden_size=4, name="rnn_first"),
+        helper.make_node("Squeeze", ["y", "axes"], ["y1"], name="squeeze"),
+        helper.make_node("RNN", ["y1", "W2", "R"], ["z", ""], hidden_size=4, name="rnn_second"),
+        helper.make_node("Det", ["m"], ["d"], name="det_node"),
+    ]
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    return _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 3]),
+            helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [5, 1, 1, 4]),
+            helper.make_tensor_value_info("d", TensorProto.FLOAT, []),
+        ],
+        [W, R, W2, axes],
+    )

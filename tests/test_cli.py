@@ -1,0 +1,88 @@
+"""The tvm-tqs command line, run as a real process: tables, JSON, and one-paragraph errors (no tracebacks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx_builders import mlp_forecaster, with_unsupported_ops
+
+
+def run(*args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tvm_tqs", *args], capture_output=True, text=True, timeout=300
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "mlp.onnx"
+    onnx.save(mlp_forecaster(), str(path))
+    return path
+
+
+def test_console_script_is_installed():
+    assert shutil.which("tvm-tqs", path=str(Path(sys.executable).parent)), "console script tvm-tqs missing"
+
+
+def test_inspect_prints_a_table(model_path):
+    code, out, err = run("inspect", str(model_path))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["site", "prim_func", "fused", "ops"]
+    assert any("matmul+add+relu" in line for line in lines)
+    assert lines[-1].startswith("4 fused call sites")
+
+
+def test_inspect_json_with_shapes(model_path):
+    code, out, _ = run("inspect", str(model_path), "--json", "--shape", "window=3,16,2")
+    assert code == 0
+    table = json.loads(out)
+    assert table[0]["inputs"][0]["shape"] == [3, 16, 2]
+    assert {"index", "func", "kinds", "inputs", "outputs", "weights", "macs", "anchor"} <= set(table[0])
+
+
+def _dynamic_time(path):
+    model = mlp_forecaster()
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.Clear()
+    dim.dim_param = "time"
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize(
+    "make, args, expect",
+    [
+        (lambda p: p.write_bytes(b"\x00\x01garbage" * 10), [], "is not an ONNX model or is corrupt"),
+        (lambda p: onnx.save(with_unsupported_ops(), str(p)), [], "RNN x2 (first node 'rnn_first')"),
+        (_dynamic_time, [], "input 'window' dimension 1 ('time') is dynamic"),
+        (
+            lambda p: onnx.save(mlp_forecaster(), str(p)),
+            ["--batch", "0"],
+            "input_shapes['batch'] must be a positive int, got 0",
+        ),
+    ],
+    ids=["corrupt", "unsupported-op", "missing-shape", "bad-batch"],
+)
+def test_bad_input_gives_one_paragraph_error(tmp_path, make, args, expect):
+    path = tmp_path / "bad.onnx"
+    make(path)
+    code, _, err = run("inspect", str(path), *args)
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.startswith("tvm-tqs inspect: error: ")
+    assert expect in err
+    assert err.count("\n") == 1
+
+
+def test_targets_lists_registry():
+    code, out, _ = run("targets")
+    assert code == 0
+    for name in ["x86", "arm_cpu/cortex-a76", "arm_cpu/neoverse-v1", "cuda/jetson-orin", "opencl/adreno"]:
+        assert name in out

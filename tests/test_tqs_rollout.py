@@ -1,0 +1,66 @@
+"""compile_rollout: the whole horizon in one Relax function equals the numpy reference rollout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx_builders import mlp_forecaster
+from tqs_builders import partial_targets
+
+from tvm_tqs.errors import RolloutSpecError
+from tvm_tqs.frontend.load import rollout_spec_of
+from tvm_tqs.graph import fuse
+from tvm_tqs.rollout import compile_rollout, rollout_module
+from tvm_tqs.runtime import Runner, build
+
+
+@pytest.mark.parametrize("method", ["unrolled", "recursive"])
+def test_one_function_rollout_matches_the_python_loop(method):
+    mod = fuse(mlp_forecaster(lookback=16, horizon=4, channels=2), {"batch": 3})
+    spec = rollout_spec_of(mod)
+    x = np.random.default_rng(0).standard_normal((3, 16, 2)).astype(np.float32)
+    step = Runner(build(mod))
+    expected = spec.rollout(lambda w: step(w)[0], x, steps=10)  # 3 calls of 4, trimmed to 10
+    rollout = compile_rollout(mod, spec, 10, method=method)
+    assert rollout.method == method
+    got = rollout(x)
+    assert got.shape == (3, 10, 2)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("exogenous", ["hold", "supplied"])
+def test_partial_targets_and_exogenous_channels(exogenous):
+    mod = fuse(partial_targets(exogenous=exogenous), {"batch": 2})
+    spec = rollout_spec_of(mod)
+    assert spec.target_channels == (0, 2) and spec.stride == 2
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 10, 3)).astype(np.float32)
+    exog = rng.standard_normal((2, 8, 1)).astype(np.float32) if exogenous == "supplied" else None
+    step = Runner(build(mod))
+    expected = spec.rollout(lambda w: step(w)[0], x, steps=7, exog=exog)
+    for method in ("unrolled", "recursive"):
+        got = compile_rollout(mod, spec, 7, method=method)(x, exog=exog)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_auto_method_and_extra_inputs_are_checked():
+    mod = fuse(mlp_forecaster(lookback=16, horizon=4, channels=2), {"batch": 2})
+    spec = rollout_spec_of(mod)
+    out = rollout_module(mod, spec, 8)
+    assert [p.name for p in out["rollout"].params] == ["window"]
+    assert "rollout_step" not in [gv.name_hint for gv in out.get_global_vars()]  # 2 calls: unrolled
+    rollout = compile_rollout(mod, spec, 8)
+    with pytest.raises(RolloutSpecError, match=r"takes 0 inputs after the window"):
+        rollout(np.zeros((2, 16, 2), np.float32), np.zeros(3, np.float32))
+    with pytest.raises(RolloutSpecError, match=r"has batch 5; this compiled rollout runs batch 2"):
+        rollout(np.zeros((5, 16, 2), np.float32))
+    with pytest.raises(RolloutSpecError, match=r"must have shape \[batch, 16, 2\]"):
+        rollout(np.zeros((2, 15, 2), np.float32))
+
+
+def test_window_shape_mismatch_is_reported():
+    mod = fuse(mlp_forecaster(lookback=16, horizon=4, channels=2), {"batch": 2})
+    spec = rollout_spec_of(mod)
+    wrong = type(spec)(**{**spec.to_dict(), "lookback": 12, "stride": 4})
+    with pytest.raises(RolloutSpecError, match=r"expects window input 'window' of shape \[batch, 12, 2\]"):
+        rollout_module(mod, wrong, 8)

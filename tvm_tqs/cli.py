@@ -1,0 +1,191 @@
+"""`tvm-tqs` command line: argument parsing only; the work is done by the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import TQSError
+
+
+def _parse_shapes(items: list[str]) -> dict:
+    """["window=1,96,7", "batch=4"] -> {"window": [1, 96, 7], "batch": 4}."""
+    shapes: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            dims = [int(v) for v in value.split(",")] if sep and value else None
+        except ValueError:
+            dims = None
+        if not name or dims is None:
+            raise TQSError(f"--shape '{item}' must look like NAME=D0,D1,... (an input) or NAME=N (a symbolic dim)")
+        shapes[name] = dims[0] if len(dims) == 1 else dims
+    return shapes
+
+
+def _input_shapes(args) -> dict:
+    """--shape values, plus --batch for every symbolic leading dimension not given otherwise."""
+    from .frontend.load import graph_inputs, read_onnx
+
+    shapes = _parse_shapes(args.shape)
+    if args.batch is not None:
+        proto, _ = read_onnx(args.model)
+        for inp in graph_inputs(proto):
+            dims = inp.type.tensor_type.shape.dim
+            if dims and dims[0].dim_param and inp.name not in shapes:
+                shapes.setdefault(dims[0].dim_param, args.batch)
+    return shapes
+
+
+def _cmd_inspect(args) -> int:
+    from .graph import inspect
+    from .report.text import fused_op_table
+
+    ops = inspect(args.model, target=args.target, input_shapes=_input_shapes(args))
+    if args.json:
+        print(json.dumps([op.to_dict() for op in ops], indent=2))
+    else:
+        print(fused_op_table(ops))
+    return 0
+
+
+def _cmd_targets(args) -> int:
+    from .report.text import format_table
+    from .targets.registry import registry
+
+    specs = registry().values()
+    if args.json:
+        print(json.dumps([{"name": s.name, "kind": s.kind, "features": s.features, "tvm_target": s.tvm_target,
+                           "description": s.description} for s in specs], indent=2))
+    else:
+        print(format_table(["target", "features", "description"],
+                           [(s.name, ",".join(s.features) or "-", s.description) for s in specs]))
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal or forced)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.stage = None
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if not self.enabled:
+            return
+        if what != "scoring":
+            if what != self.stage:
+                print(f"tvm-tqs score: {what}...", file=sys.stderr, flush=True)
+            self.stage = what
+            return
+        self.stage = what
+        width = 30
+        filled = int(width * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        print(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rollouts", end=end,
+              file=sys.stderr, flush=True)
+
+
+def _cmd_score(args) -> int:
+    import numpy as np
+
+    from .report.text import tqs_table
+    from .tqs import score
+
+    contexts = None
+    if args.contexts:
+        try:
+            contexts = np.load(args.contexts)
+        except (OSError, ValueError) as err:
+            raise TQSError(f"cannot read --contexts '{args.contexts}' as a .npy array: {err}") from None
+    progress = _ProgressBar(not args.quiet and (args.progress or sys.stderr.isatty()))
+    report = score(
+        args.model,
+        horizon=args.horizon,
+        seeds=None if contexts is not None and args.seeds is None else (args.seeds or 8),
+        mode=args.mode,
+        contexts=contexts,
+        eps=args.eps,
+        seed=args.seed,
+        burn_in_calls=args.burn_in,
+        linearity=not args.no_linearity,
+        batch=args.batch,
+        progress=progress,
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(report.to_json(indent=1))
+    print(tqs_table(report, top=args.top, by=args.rank_by))
+    if args.json:
+        print(f"report written to {args.json}")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="ONNX model file (or --example)")
+    p.add_argument("--example", action="store_true", help="use the example model shipped in the package")
+    p.add_argument("--target", default="x86", help="registered target name (see `tvm-tqs targets`); default x86")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="static shape for an input (window=1,96,7) or a symbolic dim (batch=4); repeatable")
+    p.add_argument("--batch", type=int, default=1,
+                   help="value for symbolic leading (batch) dims not set by --shape; default 1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvm-tqs", description="Trajectory-sensitivity-driven quantization on TVM")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="list the fused ops of the compiled graph")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("score", help="TQS: rank the fused ops by how their errors grow over the rollout")
+    p.add_argument("model", help="ONNX model file with a rollout contract (attached or inferable)")
+    p.add_argument("--horizon", type=int, default=96, help="rollout length in time steps; default 96")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="replicates (context + noise draw); default 8, or one per --contexts window")
+    p.add_argument("--mode", choices=["output", "weight"], default="output",
+                   help="perturb site results (any op) or the weights they read; default output")
+    p.add_argument("--eps", type=float, default=1e-3, help="relative perturbation size; default 1e-3")
+    p.add_argument("--seed", type=int, default=0, help="seed for contexts, noise and bootstrap; default 0")
+    p.add_argument("--contexts", metavar="NPY", help="initial windows [S, lookback, channels] (.npy) instead of "
+                   "the data-free synthetic family")
+    p.add_argument("--burn-in", type=int, default=None, metavar="CALLS",
+                   help="free-running model calls applied to the synthetic contexts first; default 4 "
+                   "(0 when the horizon is shorter than one call)")
+    p.add_argument("--no-linearity", action="store_true", help="skip the eps/2 linearity check")
+    p.add_argument("--batch", type=int, default=None, help="rows per compiled rollout; default automatic (<= 128)")
+    p.add_argument("--top", type=int, default=None, help="show only the N highest-ranked sites")
+    p.add_argument("--rank-by", choices=["tqs", "gain"], default="tqs", help="ranking key; default tqs")
+    p.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a tty")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("targets", help="list the registered hardware targets")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "example"):
+        if args.example == (args.model is not None):
+            parser.error(f"{args.command}: give either MODEL or --example")
+        if args.example:
+            from .examples import example_model
+
+            args.model = str(example_model())
+    try:
+        return args.func(args)
+    except TQSError as err:
+        print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The fused-op table: one `FusedOp` per call site in the compiled graph's `main` (the unit of every decision)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax, tirx
+
+from tvm_tqs.passes.fuse import OP_KINDS_ATTR, fuse_pipeline
+from tvm_tqs.targets.registry import TargetSpec, get_target
+
+from .frontend.load import InputShapes, ModelLike, load
+
+Constant = tvm.ir.expr.GenericConst  # TVM 0.27 has no relax.Constant; relax.const() builds these
+
+# Anchor op of a fused op: the first of these kinds found inside it, else its first kind.
+_ANCHOR_PRIORITY = (
+    "conv1d",
+    "conv2d",
+    "conv1d_transpose",
+    "matmul",
+    "dense",
+    "attention",
+    "layer_norm",
+    "rms_norm",
+    "group_norm",
+    "softmax",
+    "mean",
+    "sum",
+    "variance",
+)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    """A constant a fused op reads. Sites that read equal constants share an `id` (same weight)."""
+
+    id: str
+    shape: tuple[int, ...]
+    dtype: str
+    size: int
+    digest: str
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class FusedOp:
+    """One call site of a fused PrimFunc in `main`, keyed by its position `index`.
+
+    One PrimFunc may serve several sites (an unrolled LSTM calls the same step kernel at every time
+    step), so `func` is not a key; `index` is.
+    """
+
+    index: int
+    name: str
+    func: str
+    kinds: tuple[str, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    weights: tuple[WeightInfo, ...]
+    macs: int
+    func_hash: str
+
+    @property
+    def anchor(self) -> str:
+        for kind in _ANCHOR_PRIORITY:
+            if kind in self.kinds:
+                return kind
+        return self.kinds[0] if self.kinds else self.func
+
+    @property
+    def weight_size(self) -> int:
+        return sum(w.size for w in self.weights)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (lists, not tuples), with the derived `anchor` added."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        d["anchor"] = self.anchor
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FusedOp:
+        def tensors(items):
+            return tuple(TensorInfo(tuple(t["shape"]), t["dtype"]) for t in items)
+
+        return cls(
+            index=d["index"],
+            name=d["name"],
+            func=d["func"],
+            kinds=tuple(d["kinds"]),
+            inputs=tensors(d["inputs"]),
+            outputs=tensors(d["outputs"]),
+            weights=tuple(
+                WeightInfo(w["id"], tuple(w["shape"]), w["dtype"], w["size"], w["digest"])
+                for w in d["weights"]
+            ),
+            macs=d["macs"],
+            func_hash=d["func_hash"],
+        )
+
+
+def fuse(model: ModelLike, input_shapes: InputShapes | None = None) -> tvm.IRModule:
+    """Load `model` and run the fusion pipeline: the compiled graph every other stage works on."""
+    mod = load(model, input_shapes)
+    if _is_fused(mod):
+        return mod
+    return fuse_pipeline()(mod)
+
+
+def _is_fused(mod: tvm.IRModule) -> bool:
+    return any(
+        isinstance(f, tirx.PrimFunc) and f.attrs is not None and OP_KINDS_ATTR in f.attrs
+        for _, f in mod.functions.items()
+    )
+
+
+def call_sites(mod: tvm.IRModule) -> list[relax.VarBinding]:
+    """The bindings of `main` whose value is a `call_tir`, in program order."""
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    body = mod["main"].body
+    return [
+        b
+        for block in body.blocks
+        for b in block.bindings
+        if isinstance(b, relax.VarBinding)
+        and isinstance(b.value, relax.Call)
+        and b.value.op.same_as(call_tir)
+    ]
+
+
+def _tensor_info(ty) -> tuple[TensorInfo, ...]:
+    if isinstance(ty, relax.TupleType):
+        return tuple(t for field in ty.fields for t in _tensor_info(field))
+    shape = tuple(int(d) for d in ty.shape.values)
+    return (TensorInfo(shape, str(ty.dtype)),)
+
+
+def _multiplies(stmt) -> bool:
+    found = []
+    tvm_ffi.structural_walk(stmt, [(tirx.Mul, lambda _: found.append(True))])
+    return bool(found)
+
+
+def count_macs(func: tirx.PrimFunc) -> int:
+    """Multiply-accumulates of a PrimFunc: the iteration-space size of every reduction block whose update
+    multiplies (matmul, conv; a variance's sum of squares counts too, which is negligible)."""
+    blocks: list = []
+    tvm_ffi.structural_walk(func.body, [(tvm.s_tir.SBlock, blocks.append)])
+    total = 0
+    for block in blocks:
+        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars) and _multiplies(block.body):
+            total += int(np.prod([int(iv.dom.extent) for iv in block.iter_vars], dtype=np.int64))
+    return total
+
+
+class _WeightTable:
+    """Gives equal constants one id ("w0", "w1", ...) in order of first use."""
+
+    def __init__(self):
+        self.by_digest: dict[str, str] = {}
+
+    def info(self, const: Constant) -> WeightInfo:
+        array = const.value.numpy()
+        digest = hashlib.sha1(str((array.shape, array.dtype.str)).encode() + array.tobytes()).hexdigest()[:16]
+        wid = self.by_digest.setdefault(digest, f"w{len(self.by_digest)}")
+        return WeightInfo(wid, tuple(array.shape), str(array.dtype), int(array.size), digest)
+
+
+def fused_ops(mod: tvm.IRModule) -> list[FusedOp]:
+    """The FusedOp table of an already fused module."""
+    weights = _WeightTable()
+    hashes: dict[str, tuple[str, int]] = {}
+    table = []
+    for index, binding in enumerate(call_sites(mod)):
+        call = binding.value
+        gvar, args = call.args[0], call.args[1]
+        func = mod[gvar]
+        name = gvar.name_hint
+        if name not in hashes:
+            hashes[name] = (f"{tvm_ffi.structural_hash(func) & (2**64 - 1):016x}", count_macs(func))
+        func_hash, macs = hashes[name]
+        arg_list = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        attrs = func.attrs or {}
+        kinds = tuple(str(k) for k in attrs[OP_KINDS_ATTR]) if OP_KINDS_ATTR in attrs else (name,)
+        table.append(
+            FusedOp(
+                index=index,
+                name=binding.var.name,
+                func=name,
+                kinds=kinds,
+                inputs=tuple(t for a in arg_list if not isinstance(a, Constant) for t in _tensor_info(a.ty)),
+                outputs=_tensor_info(binding.var.ty),
+                weights=tuple(weights.info(a) for a in arg_list if isinstance(a, Constant)),
+                macs=macs,
+                func_hash=func_hash,
+            )
+        )
+    return table
+
+
+def inspect(
+    model: ModelLike, target: str | TargetSpec = "x86", input_shapes: InputShapes | None = None
+) -> list[FusedOp]:
+    """The fused ops of `model` as compiled for `target`: one entry per call site in `main`.
+
+    Parameters
+    ----------
+    model : path, bytes, onnx.ModelProto or tvm.IRModule
+        What `load` accepts; an already fused IRModule is read as it is.
+    target : str or TargetSpec
+        Registered target name (`tvm-tqs targets`). Fusion is target-independent today; the name is
+        validated so the table describes a graph that can be built for it.
+    input_shapes : mapping, optional
+        Static values for dynamic dimensions (see `load`).
+    """
+    get_target(target)
+    return fused_ops(fuse(model, input_shapes))

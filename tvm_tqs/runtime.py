@@ -1,0 +1,42 @@
+"""Build a fused Relax module for a target and run it on numpy arrays (host targets)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvm_tqs.targets.registry import TargetSpec, get_target
+
+
+def build(mod: tvm.IRModule, target: str | TargetSpec = "x86") -> relax.VMExecutable:
+    """Compile a (fused) Relax module for `target` with TVM's default build pipeline."""
+    spec = get_target(target)
+    return tvm.compile(mod, target=spec.target())
+
+
+class Runner:
+    """Runs `main` of a compiled module on this host: numpy in, list of numpy out."""
+
+    def __init__(self, executable: relax.VMExecutable, device: tvm.runtime.Device | None = None):
+        self.device = device or tvm.cpu()
+        self.vm = relax.VirtualMachine(executable, self.device)
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs]
+        return _to_numpy(self.vm["main"](*args))
+
+
+def _to_numpy(out) -> list[np.ndarray]:
+    if isinstance(out, tvm.runtime.Tensor):
+        return [out.numpy()]
+    if isinstance(out, Sequence) or hasattr(out, "__len__"):
+        return [a for item in out for a in _to_numpy(item)]
+    raise TypeError(f"unexpected VM output {type(out).__name__}")
+
+
+def input_names(mod: tvm.IRModule) -> list[str]:
+    """Parameter names of `main`, in call order."""
+    return [p.name for p in mod["main"].params]
