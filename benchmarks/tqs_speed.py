@@ -21,24 +21,18 @@ benchmarks/results/tqs_speed.json and .md with this command line and the load av
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import command_line, machine_env, write_results, zoo_models  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HORIZON, SEEDS, LIN_SEEDS = 96, 8, 2
 GOAL_SPEEDUP, GOAL_SECONDS = 10.0, 60.0
-
-
-def zoo_models() -> list[Path]:
-    found = sorted((REPO / "benchmarks" / "zoo" / "models").glob("*.onnx"))
-    return found + sorted((REPO / "tvm_tqs" / "examples").glob("*.onnx"))
 
 
 def batched(path: Path) -> tuple[dict, object]:
@@ -168,25 +162,12 @@ def markdown(results: list[dict], command: str, env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_env() -> dict:
-    try:
-        load = os.getloadavg()
-        load_s = f"load average at start {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} ({os.cpu_count()} cores shared with other engineers)"
-    except OSError:
-        load_s = "load unknown"
-    return {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "load": load_s,
-        "python": platform.python_version(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="zoo model names (default: all)")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
-    command = "python benchmarks/tqs_speed.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    command = command_line("tqs_speed.py")
     paths = [p for p in zoo_models() if not args.models or p.stem in args.models]
     env = machine_env()
     results, failures = [], {}
@@ -221,8 +202,6 @@ def main(argv: list[str] | None = None) -> int:
             f"scoring; curves max rel diff {rel:.1e}",
             flush=True,
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": command,
         "environment": env,
@@ -232,16 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "failures": failures,
     }
-    (out / "tqs_speed.json").write_text(json.dumps(payload, indent=1))
-    md = markdown(results, command, env)
-    if failures:
-        md += (
-            "\n## Models that could not be timed\n\n"
-            + "\n".join(f"- {k}: {v}" for k, v in failures.items())
-            + "\n"
-        )
-    (out / "tqs_speed.md").write_text(md)
-    print(f"wrote {out / 'tqs_speed.md'} and .json")
+    write_results(args.out, "tqs_speed", payload, markdown(results, command, env), failures)
     return 0 if results else 1
 
 

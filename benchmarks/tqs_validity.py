@@ -30,14 +30,12 @@ Writes benchmarks/results/tqs_validity.json and .md (with this command line).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import card_of, command_line, machine_env, write_results, zoo_models  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,19 +52,6 @@ RUNS = {
 MAX_BATCH = 128
 # Rows (window x site) are the cost of the ground truth: fewer windows for models with many sites.
 ROW_BUDGET = 16_384
-
-
-def zoo_models() -> list[Path]:
-    found = sorted((REPO / "benchmarks" / "zoo" / "models").glob("*.onnx"))
-    found += sorted((REPO / "tvm_tqs" / "examples").glob("*.onnx"))
-    return found
-
-
-def card_of(path: Path) -> dict:
-    card = path.with_suffix(".json")
-    if not card.exists():
-        raise FileNotFoundError(f"{path.name} has no model card {card.name}")
-    return json.loads(card.read_text())
 
 
 def test_windows(card: dict, steps: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -417,21 +402,6 @@ def markdown(results: list[dict], command: str, env: dict) -> str:
     return "\n".join(lines)
 
 
-def machine_env() -> dict:
-    try:
-        load = os.getloadavg()
-        load_s = (
-            f"load average at start {load[0]:.2f} ({os.cpu_count()} cores; other engineers share this host)"
-        )
-    except OSError:
-        load_s = "load unknown"
-    return {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
-        "load": load_s,
-        "python": platform.python_version(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="zoo model names (default: all)")
@@ -440,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
-    command = "python benchmarks/tqs_validity.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    command = command_line("tqs_validity.py")
     paths = [p for p in zoo_models() if not args.models or p.stem in args.models]
     if not paths:
         print("no zoo models found (benchmarks/zoo/models/*.onnx)", file=sys.stderr)
@@ -461,8 +431,6 @@ def main(argv: list[str] | None = None) -> int:
         for bits in BITS:
             rho = res["bits"][str(bits)]["spearman_vs_mse_increase"]
             print(f"   {bits}-bit: " + ", ".join(f"{p} {_fmt(rho[p])}" for p in PREDICTORS), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": command,
         "environment": env,
@@ -472,16 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "failures": failures,
     }
-    (out / "tqs_validity.json").write_text(json.dumps(payload, indent=1))
-    md = markdown(results, command, env)
-    if failures:
-        md += (
-            "\n## Models that could not be evaluated\n\n"
-            + "\n".join(f"- {k}: {v}" for k, v in failures.items())
-            + "\n"
-        )
-    (out / "tqs_validity.md").write_text(md)
-    print(f"wrote {out / 'tqs_validity.md'} and .json")
+    write_results(args.out, "tqs_validity", payload, markdown(results, command, env), failures)
     return 0 if results else 1
 
 

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import onnx
 import pytest
+from cli_runner import run_cli
 from onnx_builders import mlp_forecaster, with_unsupported_ops
-
-
-def run(*args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "tvm_tqs", *args], capture_output=True, text=True, timeout=300
-    )
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def test_console_script_is_installed():
 
 
 def test_inspect_prints_a_table(model_path):
-    code, out, err = run("inspect", str(model_path))
+    code, out, err = run_cli("inspect", str(model_path))
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["site", "prim_func", "fused", "ops"]
@@ -41,7 +34,7 @@ def test_inspect_prints_a_table(model_path):
 
 
 def test_inspect_json_with_shapes(model_path):
-    code, out, _ = run("inspect", str(model_path), "--json", "--shape", "window=3,16,2")
+    code, out, _ = run_cli("inspect", str(model_path), "--json", "--shape", "window=3,16,2")
     assert code == 0
     table = json.loads(out)
     assert table[0]["inputs"][0]["shape"] == [3, 16, 2]
@@ -73,7 +66,7 @@ def _dynamic_time(path):
 def test_bad_input_gives_one_paragraph_error(tmp_path, make, args, expect):
     path = tmp_path / "bad.onnx"
     make(path)
-    code, _, err = run("inspect", str(path), *args)
+    code, _, err = run_cli("inspect", str(path), *args)
     assert code == 2
     assert "Traceback" not in err
     assert err.startswith("tvm-tqs inspect: error: ")
@@ -82,7 +75,7 @@ def test_bad_input_gives_one_paragraph_error(tmp_path, make, args, expect):
 
 
 def test_targets_lists_registry():
-    code, out, _ = run("targets")
+    code, out, _ = run_cli("targets")
     assert code == 0
     for name in ["x86", "arm_cpu/cortex-a76", "arm_cpu/neoverse-v1", "cuda/jetson-orin", "opencl/adreno"]:
         assert name in out

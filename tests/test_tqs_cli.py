@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
+from cli_runner import run_cli
 from onnx_builders import mlp_forecaster
 
 from tvm_tqs.tqs import TQSReport
-
-
-def run(*args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "tvm_tqs", *args], capture_output=True, text=True, timeout=300
-    )
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +22,7 @@ def model_path(tmp_path_factory):
 
 def test_score_prints_a_ranked_table_and_writes_json(model_path, tmp_path):
     out = tmp_path / "tqs.json"
-    code, stdout, stderr = run(
+    code, stdout, stderr = run_cli(
         "score", str(model_path), "--horizon", "8", "--seeds", "2", "--json", str(out), "--progress"
     )
     assert code == 0, stderr
@@ -49,7 +41,7 @@ def test_score_prints_a_ranked_table_and_writes_json(model_path, tmp_path):
 def test_score_with_user_contexts_and_gain_ranking(model_path, tmp_path):
     ctx = tmp_path / "ctx.npy"
     np.save(ctx, np.random.default_rng(0).standard_normal((3, 16, 2)).astype(np.float32))
-    code, stdout, _ = run(
+    code, stdout, _ = run_cli(
         "score",
         str(model_path),
         "--horizon",
@@ -69,7 +61,9 @@ def test_score_with_user_contexts_and_gain_ranking(model_path, tmp_path):
 def test_score_errors_are_one_paragraph(model_path, tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((2, 5, 2), np.float32))
-    code, stdout, stderr = run("score", str(model_path), "--horizon", "4", "--contexts", str(bad), "--quiet")
+    code, stdout, stderr = run_cli(
+        "score", str(model_path), "--horizon", "4", "--contexts", str(bad), "--quiet"
+    )
     assert code == 2 and stdout == ""
     assert stderr.startswith(
         "tvm-tqs score: error: context for input 'window' must have shape [batch, 16, 2]"

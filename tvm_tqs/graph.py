@@ -99,6 +99,7 @@ class FusedOp:
 
     @classmethod
     def from_dict(cls, d: dict) -> FusedOp:
+        """Inverse of `to_dict` (the derived `anchor` is ignored)."""
         def tensors(items):
             return tuple(TensorInfo(tuple(t["shape"]), t["dtype"]) for t in items)
 

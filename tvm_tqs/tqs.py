@@ -147,11 +147,7 @@ class TQSReport:
     def from_dict(cls, d: dict) -> TQSReport:
         d = dict(d)
         d["sites"] = tuple(SiteScore.from_dict(s) for s in d["sites"])
-        ops = []
-        for op in d["ops"]:
-            op = {k: v for k, v in op.items() if k != "anchor"}
-            ops.append(FusedOp.from_dict(op))
-        d["ops"] = tuple(ops)
+        d["ops"] = tuple(FusedOp.from_dict(op) for op in d["ops"])
         d["notes"] = tuple(d["notes"])
         return cls(**d)
 
