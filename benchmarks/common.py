@@ -6,8 +6,9 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
+
+from tvm_tqs.io import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -46,13 +47,6 @@ def machine_env() -> dict:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_results(
     out: Path | str, name: str, payload: dict, markdown: str, failures: dict | None = None
 ) -> None:
@@ -63,6 +57,6 @@ def write_results(
         markdown += (
             "\n## Models that failed\n\n" + "\n".join(f"- {k}: {v}" for k, v in failures.items()) + "\n"
         )
-    _write_atomic(out / f"{name}.json", json.dumps(payload, indent=1))
-    _write_atomic(out / f"{name}.md", markdown)
+    write_text_atomic(out / f"{name}.json", json.dumps(payload, indent=1))
+    write_text_atomic(out / f"{name}.md", markdown)
     print(f"wrote {out / name}.md and .json")

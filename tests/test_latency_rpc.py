@@ -277,3 +277,54 @@ def test_offline_bundle_runs_on_emulated_aarch64(qemu_tracker, tmp_path):
     assert {m.key for m in results} == {j.key(FAST) for j in jobs} and all(m.ok for m in results)
     device = json.loads(results[0].device)
     assert device["machine"] == "aarch64"
+
+
+# --------------------------------------------------------------------------------------------------
+# tvm_tqs.compile with runner="rpc://..." end to end
+# --------------------------------------------------------------------------------------------------
+def _compile_over_rpc(target: str, runner: str, budget: str, cache_path):
+    import tvm_tqs
+    from tvm_tqs.examples import example_model
+    from tvm_tqs.latency import LatencyCache
+
+    cache = LatencyCache(cache_path)
+    report = tvm_tqs.score(example_model(), horizon=24, seeds=2, mode="weight", linearity=False)
+    compiled = tvm_tqs.compile(
+        example_model(),
+        target=target,
+        budget=budget,
+        tqs_report=report,
+        runner=runner,
+        latency_cache=cache,
+        max_rounds=2,
+    )
+    return compiled, LatencyCache(cache_path)
+
+
+def test_compile_measures_sites_and_the_model_over_rpc(host_tracker, tmp_path):
+    runner = f"rpc://{host_tracker}/host"
+    compiled, cache = _compile_over_rpc("x86", runner, "avg-bits=8,latency=1000ms", tmp_path / "lat.jsonl")
+    measured = [m for m in cache if m.runner == runner]
+    # Every site's kernel at every precision the target offers it was measured on the remote devices.
+    assert len(measured) == len(cache) > 0
+    assert {m.device for m in measured} <= {"host#0", "host#1"}
+    sources = {s.latency_source for s in compiled.plan.sites}
+    assert sources <= {"measured", "cached"} and compiled.plan.totals["latency_ms"] > 0
+    (last,) = compiled.trace  # a generous budget is met in one round
+    assert last["met"] and 0 < last["measured_ms"] <= 1000
+    # A second compile finds everything in the cache: nothing is measured twice.
+    again, cache2 = _compile_over_rpc("x86", runner, "avg-bits=8,latency=1000ms", tmp_path / "lat.jsonl")
+    assert len(cache2) == len(cache)
+    assert {s.latency_source for s in again.plan.sites if s.latency_source} == {"cached"}
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_compile_for_aarch64_measures_on_the_emulated_board(qemu_tracker, tmp_path):
+    tracker, _ = qemu_tracker
+    runner = f"rpc://{tracker}/arm64-qemu"
+    # Emulated timings mean nothing: the budget only has to be met; the plumbing and the trace are checked.
+    compiled, cache = _compile_over_rpc(ARM, runner, "avg-bits=8,latency=60000ms", tmp_path / "lat.jsonl")
+    assert all(m.runner == runner for m in cache) and len(cache) > 0
+    assert compiled.trace[-1]["met"] and compiled.trace[-1]["measured_ms"] > 0
+    assert compiled.plan.counts().get("int8", 0) > 0

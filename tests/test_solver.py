@@ -155,3 +155,15 @@ def test_parse_budget_errors(text, match):
 
     with pytest.raises(TQSError, match=match):
         parse_budget(text, size_ref=1000.0, bops_ref=10_000.0)
+
+
+def test_fixed_parts_count_against_the_budget_and_errors_speak_whole_model_terms():
+    groups = make_groups(np.random.default_rng(3), 3)
+    smallest = sum(g.elements * 4 / 8 for g in groups)
+    fixed = {"size_bytes": 1000.0}
+    sol = solve(groups, Budget(size_bytes=1000.0 + smallest), fixed=fixed)
+    assert sol.totals["size_bytes"] <= smallest * (1 + 1e-9)
+    with pytest.raises(
+        InfeasibleBudgetError, match=rf"size_bytes=1001 \(smallest feasible: {1000 + smallest:.6g}\)"
+    ):
+        solve(groups, Budget(size_bytes=1001.0), fixed=fixed)

@@ -7,8 +7,6 @@ skipped when qemu-aarch64 or the cross compiler is absent); one qemu process run
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import qemu_runner
 import tvm
@@ -23,19 +21,6 @@ ISAS = ["neon", "dotprod", "i8mm"]
 SETTINGS = dict(
     deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
-needs_qemu = pytest.mark.skipif(
-    not qemu_runner.available(), reason="qemu-aarch64 / aarch64-linux-gnu-g++ not installed"
-)
-
-
-@pytest.fixture(scope="module")
-def runner():
-    try:
-        return qemu_runner.setup()
-    except subprocess.CalledProcessError as e:  # first use downloads the aarch64 wheels (network)
-        pytest.skip(f"cannot prepare the aarch64 runtime: {e.stderr!r:.300}")
-    except (RuntimeError, OSError) as e:
-        pytest.skip(f"cannot prepare the aarch64 runtime: {e}")
 
 
 def _run_on_qemu(isa, cases, tmp_path):
@@ -74,16 +59,14 @@ FIXED = [
 
 
 @pytest.mark.qemu
-@needs_qemu
 @pytest.mark.parametrize("isa", ISAS)
-def test_dense_bit_exact_under_qemu(isa, runner, tmp_path):
+def test_dense_bit_exact_under_qemu(isa, qemu_aarch64_runner, tmp_path):
     _run_on_qemu(isa, _cases(isa, FIXED, 0), tmp_path)
 
 
 @pytest.mark.qemu
-@needs_qemu
 @pytest.mark.parametrize("isa", ISAS)
-def test_conv1d_under_qemu(isa, runner, tmp_path):
+def test_conv1d_under_qemu(isa, qemu_aarch64_runner, tmp_path):
     ks = arm.KERNEL_SETS[isa]
     specs = [
         Conv1dSpec(2, 32, 96, 32, 3, dilation=4, padding=(8, 0)),  # TCN layer, NCW
@@ -106,21 +89,19 @@ SHAPE_BATCHES = st.lists(
 
 
 @pytest.mark.qemu
-@needs_qemu
 @pytest.mark.parametrize("isa", ISAS)
 @given(shapes=SHAPE_BATCHES, seed=st.integers(0, 2**16))
 @settings(max_examples=2, **SETTINGS)
-def test_dense_random_shapes_under_qemu(isa, shapes, seed, runner, tmp_path_factory):
+def test_dense_random_shapes_under_qemu(isa, shapes, seed, qemu_aarch64_runner, tmp_path_factory):
     _run_on_qemu(isa, _cases(isa, shapes, seed), tmp_path_factory.mktemp(isa))
 
 
 @pytest.mark.slow
 @pytest.mark.qemu
-@needs_qemu
 @pytest.mark.parametrize("isa", ISAS)
 @given(shapes=SHAPE_BATCHES, seed=st.integers(0, 2**16))
 @settings(max_examples=25, **SETTINGS)
-def test_dense_random_shapes_under_qemu_sweep(isa, shapes, seed, runner, tmp_path_factory):
+def test_dense_random_shapes_under_qemu_sweep(isa, shapes, seed, qemu_aarch64_runner, tmp_path_factory):
     _run_on_qemu(isa, _cases(isa, shapes, seed), tmp_path_factory.mktemp(isa))
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from .errors import TQSError
+from .io import write_text_atomic
 
 
 def _parse_shapes(items: list[str]) -> dict:
@@ -19,22 +20,22 @@ def _parse_shapes(items: list[str]) -> dict:
         except ValueError:
             dims = None
         if not name or dims is None:
-            raise TQSError(f"--shape '{item}' must look like NAME=D0,D1,... (an input) or NAME=N (a symbolic dim)")
+            raise TQSError(
+                f"--shape '{item}' must look like NAME=D0,D1,... (an input) or NAME=N (a symbolic dim)"
+            )
         shapes[name] = dims[0] if len(dims) == 1 else dims
     return shapes
 
 
 def _input_shapes(args) -> dict:
     """--shape values, plus --batch for every symbolic leading dimension not given otherwise."""
-    from .frontend.load import graph_inputs, read_onnx
+    from .frontend.load import batch_shapes, read_onnx
 
     shapes = _parse_shapes(args.shape)
     if args.batch is not None:
         proto, _ = read_onnx(args.model)
-        for inp in graph_inputs(proto):
-            dims = inp.type.tensor_type.shape.dim
-            if dims and dims[0].dim_param and inp.name not in shapes:
-                shapes.setdefault(dims[0].dim_param, args.batch)
+        for name, value in batch_shapes(proto, args.batch).items():
+            shapes.setdefault(name, value)
     return shapes
 
 
@@ -56,35 +57,57 @@ def _cmd_targets(args) -> int:
 
     specs = registry().values()
     if args.json:
-        print(json.dumps([{"name": s.name, "kind": s.kind, "features": s.features, "tvm_target": s.tvm_target,
-                           "description": s.description} for s in specs], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "features": s.features,
+                        "tvm_target": s.tvm_target,
+                        "description": s.description,
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
     else:
-        print(format_table(["target", "features", "description"],
-                           [(s.name, ",".join(s.features) or "-", s.description) for s in specs]))
+        print(
+            format_table(
+                ["target", "features", "description"],
+                [(s.name, ",".join(s.features) or "-", s.description) for s in specs],
+            )
+        )
     return 0
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal or forced)."""
+    """A one-line progress bar on stderr per stage (only when stderr is a terminal, or forced)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, command: str = "score"):
         self.enabled = enabled
+        self.command = command
         self.stage = None
 
     def __call__(self, done: int, total: int, what: str) -> None:
         if not self.enabled:
             return
-        if what != "scoring":
+        if total <= 1:
             if what != self.stage:
-                print(f"tvm-tqs score: {what}...", file=sys.stderr, flush=True)
+                print(f"tvm-tqs {self.command}: {what}...", file=sys.stderr, flush=True)
             self.stage = what
             return
         self.stage = what
         width = 30
         filled = int(width * done / max(total, 1))
         end = "\n" if done >= total else ""
-        print(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rollouts", end=end,
-              file=sys.stderr, flush=True)
+        print(
+            f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _cmd_score(args) -> int:
@@ -114,26 +137,75 @@ def _cmd_score(args) -> int:
         progress=progress,
     )
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(report.to_json(indent=1))
+        write_text_atomic(args.json, report.to_json(indent=1))
     print(tqs_table(report, top=args.top, by=args.rank_by))
     if args.json:
         print(f"report written to {args.json}")
     return 0
 
 
+def _cmd_compile(args) -> int:
+    from .compiler import compile as compile_model
+    from .report.text import plan_summary
+
+    if sum(x is not None for x in (args.budget, args.uniform, args.plan)) != 1:
+        raise TQSError("give exactly one of --budget, --uniform, --plan")
+    plan = None
+    if args.plan:
+        try:
+            with open(args.plan) as f:
+                plan = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise TQSError(f"cannot read --plan '{args.plan}' as JSON: {err}") from None
+    progress = _ProgressBar(not args.quiet and (args.progress or sys.stderr.isatty()), "compile")
+    compiled = compile_model(
+        args.model,
+        target=args.target,
+        budget=args.budget,
+        plan=plan,
+        uniform=args.uniform,
+        input_shapes=_parse_shapes(args.shape),
+        batch=args.batch,
+        horizon=args.horizon,
+        seeds=args.seeds,
+        runner=args.runner,
+        solver=args.solver,
+        progress=progress,
+    )
+    path = compiled.export(args.out, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(compiled.plan.to_dict(), indent=1))
+    else:
+        print(plan_summary(compiled))
+    print(f"artifact written to {path}")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="ONNX model file (or --example)")
     p.add_argument("--example", action="store_true", help="use the example model shipped in the package")
-    p.add_argument("--target", default="x86", help="registered target name (see `tvm-tqs targets`); default x86")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
-                   help="static shape for an input (window=1,96,7) or a symbolic dim (batch=4); repeatable")
-    p.add_argument("--batch", type=int, default=1,
-                   help="value for symbolic leading (batch) dims not set by --shape; default 1")
+    p.add_argument(
+        "--target", default="x86", help="registered target name (see `tvm-tqs targets`); default x86"
+    )
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="static shape for an input (window=1,96,7) or a symbolic dim (batch=4); repeatable",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="value for symbolic leading (batch) dims not set by --shape; default 1",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvm-tqs", description="Trajectory-sensitivity-driven quantization on TVM")
+    parser = argparse.ArgumentParser(
+        prog="tvm-tqs", description="Trajectory-sensitivity-driven quantization on TVM"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="list the fused ops of the compiled graph")
@@ -144,25 +216,68 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="TQS: rank the fused ops by how their errors grow over the rollout")
     p.add_argument("model", help="ONNX model file with a rollout contract (attached or inferable)")
     p.add_argument("--horizon", type=int, default=96, help="rollout length in time steps; default 96")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="replicates (context + noise draw); default 8, or one per --contexts window")
-    p.add_argument("--mode", choices=["output", "weight"], default="output",
-                   help="perturb site results (any op) or the weights they read; default output")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="replicates (context + noise draw); default 8, or one per --contexts window",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["output", "weight"],
+        default="output",
+        help="perturb site results (any op) or the weights they read; default output",
+    )
     p.add_argument("--eps", type=float, default=1e-3, help="relative perturbation size; default 1e-3")
     p.add_argument("--seed", type=int, default=0, help="seed for contexts, noise and bootstrap; default 0")
-    p.add_argument("--contexts", metavar="NPY", help="initial windows [S, lookback, channels] (.npy) instead of "
-                   "the data-free synthetic family")
-    p.add_argument("--burn-in", type=int, default=None, metavar="CALLS",
-                   help="free-running model calls applied to the synthetic contexts first; default 4 "
-                   "(0 when the horizon is shorter than one call)")
+    p.add_argument(
+        "--contexts",
+        metavar="NPY",
+        help="initial windows [S, lookback, channels] (.npy) instead of the data-free synthetic family",
+    )
+    p.add_argument(
+        "--burn-in",
+        type=int,
+        default=None,
+        metavar="CALLS",
+        help="free-running model calls applied to the synthetic contexts first; default 4 "
+        "(0 when the horizon is shorter than one call)",
+    )
     p.add_argument("--no-linearity", action="store_true", help="skip the eps/2 linearity check")
-    p.add_argument("--batch", type=int, default=None, help="rows per compiled rollout; default automatic (<= 128)")
+    p.add_argument(
+        "--batch", type=int, default=None, help="rows per compiled rollout; default automatic (<= 128)"
+    )
     p.add_argument("--top", type=int, default=None, help="show only the N highest-ranked sites")
     p.add_argument("--rank-by", choices=["tqs", "gain"], default="tqs", help="ranking key; default tqs")
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a tty")
+    p.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when stderr is not a tty"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("compile", help="plan per-op precisions under a budget, quantize, build, export")
+    _add_model_args(p)
+    p.set_defaults(target="arm_cpu")
+    p.add_argument(
+        "--budget", help="size=25%%|size=40kb|avg-bits=5|bops=30%%|latency=2ms (comma-separate to combine)"
+    )
+    p.add_argument(
+        "--uniform", choices=["fp32", "fp16", "int8", "int4"], help="same precision everywhere (no TQS)"
+    )
+    p.add_argument("--plan", help="forced plan JSON file {site: precision} (no TQS)")
+    p.add_argument(
+        "--out", required=True, help="artifact directory to write (model.so, plan.json, report.json)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
+    p.add_argument("--horizon", type=int, default=96, help="TQS rollout horizon in time steps (default 96)")
+    p.add_argument("--seeds", type=int, default=8, help="TQS replicates (default 8)")
+    p.add_argument("--runner", help="latency runner: local | rpc://HOST:PORT/KEY | offline:DIR")
+    p.add_argument("--solver", choices=["auto", "exact", "greedy"], default="auto")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of tables")
+    p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("targets", help="list the registered hardware targets")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

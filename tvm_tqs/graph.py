@@ -100,6 +100,7 @@ class FusedOp:
     @classmethod
     def from_dict(cls, d: dict) -> FusedOp:
         """Inverse of `to_dict` (the derived `anchor` is ignored)."""
+
         def tensors(items):
             return tuple(TensorInfo(tuple(t["shape"]), t["dtype"]) for t in items)
 
@@ -216,6 +217,27 @@ def fused_ops(mod: tvm.IRModule) -> list[FusedOp]:
             )
         )
     return table
+
+
+def expose_site_inputs(mod: tvm.IRModule, sites: list[int]) -> tvm.IRModule:
+    """A copy of fused `mod` whose `main` returns ``(original result, input of site s for s in sites)``.
+
+    The input of a site is its first non-constant argument (the activation a kernel would quantize);
+    used to read data-free activation statistics without touching the graph's computation.
+    """
+    flat = relax.transform.ToNonDataflow()(mod)
+    main = flat["main"]
+    calls = call_sites(flat)
+    picked = []
+    for site in sites:
+        args = calls[site].value.args[1]
+        fields = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        picked.append(next(a for a in fields if not isinstance(a, Constant)))
+    fields = [main.body.body, *picked]
+    body = relax.SeqExpr(main.body.blocks, relax.Tuple(fields))
+    out = tvm.IRModule(dict(flat.functions.items()), attrs=flat.attrs)
+    out["main"] = relax.Function(main.params, body, relax.TupleType([f.ty for f in fields]), attrs=main.attrs)
+    return out
 
 
 def inspect(

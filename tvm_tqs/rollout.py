@@ -85,7 +85,9 @@ class RolloutSpec:
             raise RolloutSpecError(f"invalid rollout spec for input '{self.window_input}': {msg}")
 
         if self.lookback < 1 or self.horizon < 1 or self.channels < 1:
-            bad(f"lookback, horizon and channels must be >= 1 (got {self.lookback}, {self.horizon}, {self.channels})")
+            bad(
+                f"lookback, horizon and channels must be >= 1 (got {self.lookback}, {self.horizon}, {self.channels})"
+            )
         if not 1 <= self.stride <= self.horizon:
             bad(f"stride must be in [1, horizon={self.horizon}] (got {self.stride})")
         if self.stride > self.lookback:
@@ -136,7 +138,9 @@ class RolloutSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise RolloutSpecError(f"rollout spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+            raise RolloutSpecError(
+                f"rollout spec has unknown fields {sorted(unknown)}; known: {sorted(known)}"
+            )
         try:
             return cls(**d)
         except TypeError as err:
@@ -151,7 +155,9 @@ class RolloutSpec:
         return cls.from_dict(d)
 
     # -- numpy reference of one step and of a whole rollout -----------------------------------------
-    def next_window(self, window: np.ndarray, forecast: np.ndarray, exog: np.ndarray | None = None) -> np.ndarray:
+    def next_window(
+        self, window: np.ndarray, forecast: np.ndarray, exog: np.ndarray | None = None
+    ) -> np.ndarray:
         """Shift `stride` forecast rows into `window`.
 
         Parameters
@@ -401,7 +407,9 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
                     piece = first_rows(bb.emit(relax.Call(main_gv, [w] + extras)))
                     pieces.append(piece)
                     if i < n - 1:
-                        exog_i = bb.emit(op.strided_slice(exog, [1], [i * s], [(i + 1) * s])) if supplied else None
+                        exog_i = (
+                            bb.emit(op.strided_slice(exog, [1], [i * s], [(i + 1) * s])) if supplied else None
+                        )
                         w = _shift(bb, spec, w, piece, exog_i, batch)
                 out = bb.emit(op.concat(pieces, axis=1)) if n > 1 else pieces[0]
                 if total != steps:
@@ -415,7 +423,9 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
     i_ty = relax.TensorType((), "int64")
     call_of_row = np.repeat(np.arange(n, dtype=np.int64), s)
     step_params = [relax.Var("i", i_ty), relax.Var("window", window_param.ty), relax.Var("acc", out_ty)]
-    step_params += ([relax.Var("exog", exog.ty)] if supplied else []) + [relax.Var(p.name, p.ty) for p in extras]
+    step_params += ([relax.Var("exog", exog.ty)] if supplied else []) + [
+        relax.Var(p.name, p.ty) for p in extras
+    ]
     placeholder = relax.Function(step_params, step_params[2], out_ty)
     step_gv = bb.add_func(placeholder, "rollout_step")
 
@@ -428,7 +438,12 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
             piece = first_rows(bb.emit(relax.Call(main_gv, [w] + b_extras)))
             exog_i = None
             if supplied:
-                rows = bb.emit(op.add(op.multiply(i, relax.const(s, "int64")), relax.const(np.arange(s, dtype=np.int64), "int64")))
+                rows = bb.emit(
+                    op.add(
+                        op.multiply(i, relax.const(s, "int64")),
+                        relax.const(np.arange(s, dtype=np.int64), "int64"),
+                    )
+                )
                 exog_i = bb.emit(op.take(b_exog, rows, axis=1))
             w_next = _shift(bb, spec, w, piece, exog_i, batch)
             tiled = bb.emit(op.tile(piece, (1, n, 1)))
@@ -444,14 +459,23 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
 
     cond = bb.normalize(op.less(step_params[0], relax.const(n, "int64")))
     then_var, else_var = relax.Var("r", out_ty), relax.Var("r", out_ty)
-    then_seq = relax.SeqExpr([relax.BindingBlock([relax.VarBinding(then_var, relax.Call(body_gv, list(step_params)))])], then_var)
+    then_seq = relax.SeqExpr(
+        [relax.BindingBlock([relax.VarBinding(then_var, relax.Call(body_gv, list(step_params)))])], then_var
+    )
     else_seq = relax.SeqExpr([relax.BindingBlock([relax.VarBinding(else_var, step_params[2])])], else_var)
     c_var = relax.Var("c", relax.TensorType((), "bool"))
     r_var = relax.Var("r", out_ty)
     step = relax.Function(
         step_params,
         relax.SeqExpr(
-            [relax.BindingBlock([relax.VarBinding(c_var, cond), relax.VarBinding(r_var, relax.If(c_var, then_seq, else_seq))])],
+            [
+                relax.BindingBlock(
+                    [
+                        relax.VarBinding(c_var, cond),
+                        relax.VarBinding(r_var, relax.If(c_var, then_seq, else_seq)),
+                    ]
+                )
+            ],
             r_var,
         ),
         out_ty,

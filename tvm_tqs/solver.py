@@ -97,16 +97,18 @@ class Solution:
         return {g.name: g.options[i].precision for g, i in zip(groups, self.choice, strict=True)}
 
 
-def _limits(budget: Budget, groups: list[Group]) -> dict[str, float]:
+def _limits(budget: Budget, groups: list[Group], fixed: dict[str, float] | None = None) -> dict[str, float]:
+    """Per-resource limits for the groups: the budget minus what the parts outside the decision use."""
+    fixed = fixed or {}
     limits = {}
     if budget.size_bytes is not None:
-        limits["size_bytes"] = budget.size_bytes
+        limits["size_bytes"] = budget.size_bytes - fixed.get("size_bytes", 0.0)
     if budget.avg_bits is not None:
         limits["bit_elements"] = budget.avg_bits * sum(g.elements for g in groups)
     if budget.bops is not None:
-        limits["bops"] = budget.bops
+        limits["bops"] = budget.bops - fixed.get("bops", 0.0)
     if budget.latency_ms is not None:
-        limits["latency_ms"] = budget.latency_ms
+        limits["latency_ms"] = budget.latency_ms - fixed.get("latency_ms", 0.0)
     return limits
 
 
@@ -123,8 +125,12 @@ def _tolerance(limit: float) -> float:
     return 1e-9 * max(1.0, abs(limit))
 
 
-def _check_feasible(groups: list[Group], budget: Budget, limits: dict[str, float]) -> None:
-    """Raise with the smallest feasible value of each violated limit taken alone."""
+def _check_feasible(
+    groups: list[Group], budget: Budget, limits: dict[str, float], fixed: dict[str, float] | None = None
+) -> None:
+    """Raise with the smallest feasible value of each violated limit taken alone, in whole-model terms
+    (`fixed`, what lies outside the decision, added back)."""
+    fixed = fixed or {}
     problems = []
     elements = sum(g.elements for g in groups)
     for name, limit in limits.items():
@@ -135,18 +141,19 @@ def _check_feasible(groups: list[Group], budget: Budget, limits: dict[str, float
                     f"avg_bits={budget.avg_bits:g} (smallest feasible: {smallest / elements:.4g})"
                 )
             else:
-                problems.append(f"{name}={limit:.6g} (smallest feasible: {smallest:.6g})")
+                offset = fixed.get(name, 0.0)
+                problems.append(f"{name}={limit + offset:.6g} (smallest feasible: {smallest + offset:.6g})")
     if problems:
         raise InfeasibleBudgetError("budget cannot be met: " + "; ".join(problems))
 
 
-def solve_exact(groups: list[Group], budget: Budget) -> Solution:
+def solve_exact(groups: list[Group], budget: Budget, fixed: dict[str, float] | None = None) -> Solution:
     """Exact multiple-choice knapsack as a 0/1 MILP (HiGHS through scipy.optimize.milp)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import lil_matrix
 
-    limits = _limits(budget, groups)
-    _check_feasible(groups, budget, limits)
+    limits = _limits(budget, groups, fixed)
+    _check_feasible(groups, budget, limits, fixed)
     offsets = np.cumsum([0] + [len(g.options) for g in groups])
     n = int(offsets[-1])
     cost = np.array([o.error for g in groups for o in g.options], dtype=np.float64)
@@ -176,11 +183,11 @@ def solve_exact(groups: list[Group], budget: Budget) -> Solution:
     return _solution(groups, choice, "exact", True)
 
 
-def solve_greedy(groups: list[Group], budget: Budget) -> Solution:
+def solve_greedy(groups: list[Group], budget: Budget, fixed: dict[str, float] | None = None) -> Solution:
     """Start every group at its lowest-error option; repeatedly take the downgrade with the smallest error
     increase per unit of (normalised) violated resource saved, until every limit holds."""
-    limits = _limits(budget, groups)
-    _check_feasible(groups, budget, limits)
+    limits = _limits(budget, groups, fixed)
+    _check_feasible(groups, budget, limits, fixed)
     choice = [int(np.argmin([o.error for o in g.options])) for g in groups]
     while True:
         totals = totals_of(groups, tuple(choice))
@@ -212,20 +219,29 @@ def solve_greedy(groups: list[Group], budget: Budget) -> Solution:
         choice[best[1]] = best[2]
 
 
-def solve(groups: list[Group], budget: Budget, method: str = "auto", exact_limit: int = 20000) -> Solution:
+def solve(
+    groups: list[Group],
+    budget: Budget,
+    method: str = "auto",
+    exact_limit: int = 20000,
+    fixed: dict[str, float] | None = None,
+) -> Solution:
     """Pick one option per group minimising total error under `budget`.
 
     Parameters
     ----------
     method : {"auto", "exact", "greedy"}
         "auto" is exact unless the problem has more than `exact_limit` binary variables.
+    fixed : dict, optional
+        Resources (size_bytes, bops, latency_ms) used by the parts of the model outside the decision;
+        the budget covers them too, and errors report whole-model values.
     """
     if method not in ("auto", "exact", "greedy"):
         raise TQSError(f"solver method must be 'auto', 'exact' or 'greedy', got {method!r}")
     n = sum(len(g.options) for g in groups)
     if method == "greedy" or (method == "auto" and n > exact_limit):
-        return solve_greedy(groups, budget)
-    return solve_exact(groups, budget)
+        return solve_greedy(groups, budget, fixed)
+    return solve_exact(groups, budget, fixed)
 
 
 def _solution(groups: list[Group], choice: tuple[int, ...], method: str, optimal: bool) -> Solution:
@@ -256,7 +272,13 @@ def pareto_front(
 
 _SIZE_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _TIME_UNITS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
-_BUDGET_KEYS = {"size": "size_bytes", "avg-bits": "avg_bits", "avg_bits": "avg_bits", "bops": "bops", "latency": "latency_ms"}
+_BUDGET_KEYS = {
+    "size": "size_bytes",
+    "avg-bits": "avg_bits",
+    "avg_bits": "avg_bits",
+    "bops": "bops",
+    "latency": "latency_ms",
+}
 
 
 def _number(text: str, key: str, item: str) -> float:
@@ -293,10 +315,15 @@ def parse_budget(text: str, *, size_ref: float | None = None, bops_ref: float | 
             value = _number(raw[:-1], key, item) / 100.0 * ref
         elif field_name == "size_bytes":
             unit = next((u for u in sorted(_SIZE_UNITS, key=len, reverse=True) if raw.endswith(u)), "")
-            value = _number(raw[: len(raw) - len(unit)] if unit else raw, key, item) * _SIZE_UNITS.get(unit, 1)
+            value = _number(raw[: len(raw) - len(unit)] if unit else raw, key, item) * _SIZE_UNITS.get(
+                unit, 1
+            )
         elif field_name == "latency_ms":
             unit = next((u for u in ("ms", "us", "s") if raw.endswith(u)), "ms")
-            value = _number(raw[: len(raw) - len(unit)] if raw.endswith(unit) else raw, key, item) * _TIME_UNITS[unit]
+            value = (
+                _number(raw[: len(raw) - len(unit)] if raw.endswith(unit) else raw, key, item)
+                * _TIME_UNITS[unit]
+            )
         else:
             value = _number(raw, key, item)
         values[field_name] = value

@@ -52,8 +52,6 @@ EVAL_STEPS = 96  # autoregressive evaluation horizon (4 calls of 24)
 TORCH_VERSION = "2.13.0"
 
 
-
-
 @dataclass(frozen=True)
 class Recipe:
     name: str

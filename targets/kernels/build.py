@@ -100,29 +100,75 @@ class _Source:
     out_index: Callable  # out iteration vars -> (b, i, n)
     out_roles: tuple[str, ...]  # role of each out axis: "b" batch, "m" GEMM row, "n" GEMM column
     contiguous_k: bool = False  # load(b, i, k) is a plain unit-stride read along k
+    conv: Conv1dSpec | None = None  # im2col source: its spec (for the per-position absmax)
 
 
-def _dense_source(m: int, k: int, n: int, dtype: str) -> _Source:
-    x = te.placeholder((m, k), dtype, name="x")
-    return _Source(x, 1, m, k, lambda b, i, kk: x[i, kk], (m, n), lambda i, j: (0, i, j), ("m", "n"), True)
+def check_lead(m: int, lead: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """Validate the leading dims of an N-d dense input (prod = M, at most one of them > 1)."""
+    if lead is None:
+        return None
+    lead = tuple(int(d) for d in lead)
+    if not lead or math.prod(lead) != m or sum(d > 1 for d in lead) > 1:
+        raise ValueError(f"lead {lead} must multiply to M={m} with at most one dim > 1")
+    return lead
 
 
-def _conv_source(spec: Conv1dSpec) -> _Source:
+def _dense_source(m: int, k: int, n: int, dtype: str, lead: tuple[int, ...] | None = None) -> _Source:
+    """``x[M, K]`` -> ``out[M, N]``; with ``lead`` (e.g. ``(1, 1)`` or ``(96, 1)``) x is ``[*lead, K]`` and
+    out ``[*lead, N]``: the same memory, so a caller needs no reshape around the kernel."""
+    if lead is None:
+        x = te.placeholder((m, k), dtype, name="x")
+        return _Source(
+            x, 1, m, k, lambda b, i, kk: x[i, kk], (m, n), lambda i, j: (0, i, j), ("m", "n"), True
+        )
+    big = next((a for a, d in enumerate(lead) if d > 1), len(lead) - 1)  # the axis that carries M
+    x = te.placeholder((*lead, k), dtype, name="x")
+
+    def index(i):
+        return tuple(i if a == big else 0 for a in range(len(lead)))
+
+    roles = tuple("m" if a == big else f"u{a}" for a in range(len(lead))) + ("n",)
+    return _Source(
+        x,
+        1,
+        m,
+        k,
+        lambda b, i, kk: x[(*index(i), kk)],
+        (*lead, n),
+        lambda *idx: (0, idx[big], idx[-1]),
+        roles,
+        True,
+    )
+
+
+def _conv_source(spec: Conv1dSpec, transpose: bool = True) -> _Source:
+    """im2col rows of a conv1d. The reduction index is tap-major, ``kk = kw * Cin + ci`` (weights
+    ``[Cout, KW, Cin]``: `packing.conv_matrix`), so that consecutive ``kk`` of a row are consecutive
+    channels at one input position; NCW input is transposed once (``x_t``, Cin*W values) to make
+    them contiguous in memory too: the im2col quantization then runs on whole vectors."""
     x = te.placeholder(spec.input_shape, "float32", name="x")
-    kw_, pl = spec.kernel_size, spec.padding[0]
+    cin, pl = spec.in_channels, spec.padding[0]
+    if spec.layout == "NCW" and transpose:
+        xt = te.compute((spec.batch, spec.width, cin), lambda b, p, c: x[b, c, p], name="x_t")
+        read = lambda b, p, c: xt[b, p, c]  # noqa: E731
+    elif spec.layout == "NCW":  # (the fp32 kernels broadcast one value at a time: no gain from x_t)
+        read = lambda b, p, c: x[b, c, p]  # noqa: E731
+    else:
+        read = lambda b, p, c: x[b, p, c]  # noqa: E731
 
     def load(b, i, kk):
-        ci, kw = kk // kw_, kk % kw_
+        kw, ci = kk // cin, kk % cin
         pos = i * spec.stride + kw * spec.dilation - pl
         inside = tirx.all(pos >= 0, pos < spec.width)
-        val = x[b, ci, pos] if spec.layout == "NCW" else x[b, pos, ci]
-        return tirx.if_then_else(inside, val, tirx.const(0.0, "float32"))
+        return tirx.if_then_else(inside, read(b, pos, ci), tirx.const(0.0, "float32"))
 
     if spec.layout == "NCW":
         out_index, roles = (lambda b, co, w: (b, w, co)), ("b", "n", "m")
     else:
         out_index, roles = (lambda b, w, co: (b, w, co)), ("b", "m", "n")
-    return _Source(x, spec.batch, spec.out_width, spec.reduction, load, spec.output_shape, out_index, roles)
+    return _Source(
+        x, spec.batch, spec.out_width, spec.reduction, load, spec.output_shape, out_index, roles, conv=spec
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,7 +190,25 @@ def _int_compute(
     # -- activation scale
     if act.mode == "dynamic":
         lanes = _divisor_at_most(k, 16) if src.contiguous_k else 1
-        if lanes >= 4:  # two stages: lane-wise partial max (vectorized), then across lanes (max is exact)
+        if src.conv is not None:
+            # absmax of an im2col row = max over its taps of the per-position absmax over channels
+            # (max is exact, padding contributes |0|): Cin*W + Wout*KW work instead of Wout*Cin*KW
+            spec, x = src.conv, src.tensor
+            rc = te.reduce_axis((0, spec.in_channels), name="rc")
+            pamax = te.compute(
+                (bt, spec.width),
+                lambda b, p: te.max(tirx.abs(x[b, rc, p] if spec.layout == "NCW" else x[b, p, rc]), axis=rc),
+                name="x_pamax",
+            )
+            rw = te.reduce_axis((0, spec.kernel_size), name="rw")
+
+            def row_amax(b, i):
+                pos = i * spec.stride + rw * spec.dilation - spec.padding[0]
+                inside = tirx.all(pos >= 0, pos < spec.width)
+                return te.max(tirx.if_then_else(inside, pamax[b, pos], tirx.const(0.0, f32)), axis=rw)
+
+            amax = te.compute((bt, m), row_amax, name="x_amax")
+        elif lanes >= 4:  # two stages: lane-wise partial max (vectorized), then across lanes (max is exact)
             rko = te.reduce_axis((0, k // lanes), name="rko")
             part = te.compute(
                 (bt, m, lanes),
@@ -166,10 +230,16 @@ def _int_compute(
             name="x_scale",
         )
         scale = lambda b, i: sx[b, i]  # noqa: E731
+        # quantize by multiplying with the fp32 reciprocal (one division per row, not per element:
+        # vdivps would dominate the kernel); reference.quantize_activations does the same
+        xinv = te.compute((bt, m), lambda b, i: tirx.const(1.0, f32) / sx[b, i], name="x_inv")
+        inv = lambda b, i: xinv[b, i]  # noqa: E731
     elif act.mode == "static":
         xs = te.placeholder((1,), f32, name="x_scale")
         inputs.append(xs)
         scale = lambda b, i: xs[0]  # noqa: E731
+        xinv = te.compute((1,), lambda _: tirx.const(1.0, f32) / xs[0], name="x_inv")
+        inv = lambda b, i: xinv[0]  # noqa: E731
     else:
         scale = None
         if epi.out_dtype == "float32":
@@ -183,7 +253,7 @@ def _int_compute(
         if act.mode == "int8":
             q = raw.astype("int32")
         else:
-            r = tirx.nearbyint(raw / scale(b, i))
+            r = tirx.nearbyint(raw * inv(b, i))
             q = tirx.max(tirx.min(r, tirx.const(127.0, f32)), tirx.const(-128.0, f32)).astype("int32")
         valid = tirx.all(i < m, kk < k)
         return (tirx.if_then_else(valid, q, tirx.const(0, "int32")) + zp).astype(isa.act_dtype)
@@ -314,6 +384,9 @@ def _int_compute(
     if epi.bias:
         bias = te.placeholder((n,), f32, name="bias")
         consts.append(bias)
+    if epi.residual:
+        res = te.placeholder(src.out_shape, f32, name="residual")
+        inputs.append(res)
 
     def out_value(*idx):
         b, i, j = src.out_index(*idx)
@@ -325,6 +398,8 @@ def _int_compute(
             y = f_at(b, i, j) * scale(b, i)
         if epi.bias:
             y = y + bias[j]
+        if epi.residual:
+            y = y + res[idx]
         return _activation(y, epi.activation)
 
     out = te.compute(src.out_shape, out_value, name="out")
@@ -356,13 +431,51 @@ def _tile_out(sch, src: _Source, rows: int, cols: int):
     loops = dict(zip(src.out_roles, sch.get_loops(out), strict=True))
     mo, mi = sch.split(loops["m"], [None, rows])
     no, ni = sch.split(loops["n"], [None, cols])
-    tile = ([loops["b"]] if "b" in loops else []) + [mo, no]
+    units = [lp for role, lp in loops.items() if role.startswith("u")]  # unit leading dims (N-d dense)
+    tile = units + ([loops["b"]] if "b" in loops else []) + [mo, no]
     sch.reorder(*tile, mi, ni)
     return out, tile, [mi, ni]
 
 
-def _schedule_amax(sch) -> None:
-    """Dynamic scales: vectorize the lane-wise partial absmax (its k loop outside the lanes)."""
+def _schedule_im2col(sch, isa: Isa, src: _Source) -> None:
+    """conv1d: the im2col quantization ``x_q`` vectorized along the channels of one tap (contiguous
+    in ``x_t`` and in ``x_q``: kk = kw * Cin + ci), or along the taps when Cin = 1."""
+    spec = src.conv
+    if spec is None or isa.family != "bcast":
+        return
+    xq = sch.get_sblock("x_q")
+    b, i, kk = sch.get_loops(xq)
+    kp = int(sch.get(kk).extent)
+    cin = spec.in_channels
+    if cin >= 4 and kp % cin == 0:
+        _, ci = sch.split(kk, [None, cin])
+        _vectorize_inner(sch, xq, 16)
+    elif cin == 1:
+        _vectorize_inner(sch, xq, 16)
+
+
+def act_free(sch) -> bool:
+    """True when the kernel has no dynamic-scale stage (static / int8 activations)."""
+    try:
+        sch.get_sblock("x_amax")
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+def _schedule_amax(sch, src: _Source) -> None:
+    """Dynamic scales: vectorize the lane-wise partial absmax (its k loop outside the lanes); for a
+    conv, the per-position absmax over channels (NCW: positions contiguous, vectorized inside the
+    channel loop, left to LLVM: TIR cannot vectorize a loop under a reduction loop)."""
+    if src.conv is not None:
+        if act_free(sch):
+            return
+        pos = sch.get_sblock("x_pamax")
+        b, p, rc = sch.get_loops(pos)
+        if src.conv.layout == "NCW":  # positions innermost: a unit-stride loop LLVM vectorizes
+            sch.reorder(b, rc, p)
+            sch.decompose_reduction(pos, rc)
+        return
     try:
         part = sch.get_sblock("x_amax_part")
     except Exception:  # noqa: BLE001 - no such stage (static/int8 modes, strided conv input)
@@ -379,7 +492,8 @@ def _schedule_int(sch, isa: Isa, bits: int, til: Tiling, src: _Source, intrin: s
     (row-tile, n-tile) computes its accumulators in ``local`` scope with the intrinsic and applies
     the epilogue straight from them.
     """
-    _schedule_amax(sch)
+    _schedule_amax(sch, src)
+    _schedule_im2col(sch, isa, src)
     out, tile, _ = _tile_out(sch, src, til.mr * isa.mt, til.nr * isa.nt)
     no = tile[-1]
     acc = sch.get_sblock("acc")
@@ -424,7 +538,12 @@ def _schedule_int(sch, isa: Isa, bits: int, til: Tiling, src: _Source, intrin: s
             plan = _order_acc(sch, isa, [ai, aj], [ak], unit=[ab, ag])
         _finish_acc(sch, isa, acc, *plan, intrin)
 
-    _vectorize_inner(sch, out, isa.nt if isa.family == "bcast" else 4)
+    if src.out_roles[-1] == "m":  # NCW conv: store along positions (contiguous), not channels
+        mi, ni = sch.get_loops(out)[-2:]
+        sch.reorder(ni, mi)
+        _vectorize_inner(sch, out, 16)
+    else:
+        _vectorize_inner(sch, out, isa.nt if isa.family == "bcast" else 4)
 
 
 def _order_acc(sch, isa: Isa, spatial_inner, red, unit=()):
@@ -493,11 +612,20 @@ def _check_int(isa: Isa, bits: int, act: ActQuant, epi: Epilogue, group: int | N
 
 
 def dense_int(
-    isa: Isa, bits: int, m: int, k: int, n: int, epilogue: Epilogue, act: ActQuant, group_size: int, name: str
+    isa: Isa,
+    bits: int,
+    m: int,
+    k: int,
+    n: int,
+    epilogue: Epilogue,
+    act: ActQuant,
+    group_size: int,
+    name: str,
+    lead: tuple[int, ...] | None = None,
 ) -> Kernel:
     _check_int(isa, bits, act, epilogue, group_size)
     til = choose_tiling(isa, 1, m, n, k)
-    src = _dense_source(m, k, n, "int8" if act.mode == "int8" else "float32")
+    src = _dense_source(m, k, n, "int8" if act.mode == "int8" else "float32", check_lead(m, lead))
     inputs, consts, out = _int_compute(isa, bits, src, n, group_size, act, epilogue, til)
     intrin = isa.intrin_int8 if bits == 8 else isa.intrin_int4
     return _finish(
@@ -556,18 +684,24 @@ def _fp32_compute(isa: Isa, src: _Source, n: int, epi: Epilogue, wdtype: str = "
         name="acc",
     )
     consts = [w]
+    inputs = [src.tensor]
     if epi.bias:
         bias = te.placeholder((n,), "float32", name="bias")
         consts.append(bias)
+    if epi.residual:
+        res = te.placeholder(src.out_shape, "float32", name="residual")
+        inputs.append(res)
 
     def out_value(*idx):
         b, i, j = src.out_index(*idx)
         y = acc[b, i, j]
         if epi.bias:
             y = y + bias[j]
+        if epi.residual:
+            y = y + res[idx]
         return _activation(y, epi.activation)
 
-    return [src.tensor], consts, te.compute(src.out_shape, out_value, name="out")
+    return inputs, consts, te.compute(src.out_shape, out_value, name="out")
 
 
 def _schedule_fp32(sch, isa: Isa, til: Tiling, src: _Source) -> None:
@@ -600,18 +734,23 @@ def _fp32_tiling(isa: Isa, batch: int, m: int, n: int, k: int) -> Tiling:
 
 
 def dense_fp32(
-    isa: Isa, m: int, k: int, n: int, epilogue: Epilogue, name: str, wdtype: str = "float32"
+    isa: Isa,
+    m: int,
+    k: int,
+    n: int,
+    epilogue: Epilogue,
+    name: str,
+    wdtype: str = "float32",
+    lead: tuple[int, ...] | None = None,
 ) -> Kernel:
     til = _fp32_tiling(isa, 1, m, n, k)
-    src = _dense_source(m, k, n, "float32")
+    src = _dense_source(m, k, n, "float32", check_lead(m, lead))
     inputs, consts, out = _fp32_compute(isa, src, n, epilogue, wdtype)
     return _finish(name, inputs, consts, out, lambda s: _schedule_fp32(s, isa, til, src), isa.target, til)
 
 
-def conv1d_fp32(
-    isa: Isa, spec: Conv1dSpec, epilogue: Epilogue, name: str, wdtype: str = "float32"
-) -> Kernel:
+def conv1d_fp32(isa: Isa, spec: Conv1dSpec, epilogue: Epilogue, name: str, wdtype: str = "float32") -> Kernel:
     til = _fp32_tiling(isa, spec.batch, spec.out_width, spec.out_channels, spec.reduction)
-    src = _conv_source(spec)
+    src = _conv_source(spec, transpose=False)
     inputs, consts, out = _fp32_compute(isa, src, spec.out_channels, epilogue, wdtype)
     return _finish(name, inputs, consts, out, lambda s: _schedule_fp32(s, isa, til, src), isa.target, til)

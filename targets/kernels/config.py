@@ -32,19 +32,23 @@ class Epilogue:
     fused in the same PrimFunc. ``out_dtype="int32"``: the raw exact int32 dot products
     ``sum_k q_x[m, k] * q_w[n, k]`` (int8 weights with ``ActQuant("int8")`` only; tests and integer
     consumers). ``activation`` is one of ``ACTIVATIONS`` (``gelu`` is the erf form, as torch's default).
+    ``residual``: the kernel takes one more runtime input ``residual`` shaped like its output (fp32)
+    and adds it after the bias, before the activation: ``y = act(acc * s + bias + residual)`` (a
+    skip connection, or an LSTM's input projection added to the recurrent matmul).
     """
 
     bias: bool = False
     activation: str | None = None
     out_dtype: str = "float32"
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.out_dtype not in ("float32", "int32"):
             raise ValueError(f"out_dtype must be float32 or int32, got {self.out_dtype!r}")
-        if self.out_dtype == "int32" and (self.bias or self.activation):
-            raise ValueError("an int32 epilogue has no bias or activation")
+        if self.out_dtype == "int32" and (self.bias or self.activation or self.residual):
+            raise ValueError("an int32 epilogue has no bias, residual or activation")
 
 
 @dataclass(frozen=True)

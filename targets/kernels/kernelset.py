@@ -22,6 +22,8 @@ def _tag(act: ActQuant, epi: Epilogue) -> str:
         parts.append("i32")
     if epi.bias:
         parts.append("bias")
+    if epi.residual:
+        parts.append("res")
     if epi.activation:
         parts.append(epi.activation)
     return "_".join(parts)
@@ -76,18 +78,19 @@ class KernelSet:
         return packing.pack_fp32(self.isa, w, "float16")
 
     def pack_conv1d_int8(self, q: np.ndarray, scale: np.ndarray) -> PackedWeights:
-        """Conv weights int8[Cout, Cin, KW] (PyTorch order) -> the im2col dense packing."""
-        return self.pack_int8(np.ascontiguousarray(q.reshape(q.shape[0], -1)), scale)
+        """Conv weights int8[Cout, Cin, KW] (PyTorch order) -> the im2col dense packing (tap-major K)."""
+        return self.pack_int8(packing.conv_matrix(q), scale)
 
     def pack_conv1d_int4(self, q, scale, group_size: int = DEFAULT_GROUP_SIZE) -> PackedWeights:
-        """Conv weights as int4 values int8[Cout, Cin, KW]; groups run along ci * KW + kw."""
-        return self.pack_int4(np.ascontiguousarray(q.reshape(q.shape[0], -1)), scale, group_size)
+        """Conv weights as int4 values int8[Cout, Cin, KW]; groups run along the kernels' reduction order
+        ``kw * Cin + ci`` (quantize `packing.conv_matrix(w)` group-wise to get matching scales)."""
+        return self.pack_int4(packing.conv_matrix(q), scale, group_size)
 
     def pack_conv1d_fp32(self, w: np.ndarray) -> PackedWeights:
-        return self.pack_fp32(np.ascontiguousarray(w.reshape(w.shape[0], -1)))
+        return self.pack_fp32(packing.conv_matrix(w))
 
     def pack_conv1d_fp16(self, w: np.ndarray) -> PackedWeights:
-        return self.pack_fp16(np.ascontiguousarray(w.reshape(w.shape[0], -1)))
+        return self.pack_fp16(packing.conv_matrix(w))
 
     # -- kernels ---------------------------------------------------------------------------------
 
@@ -97,11 +100,22 @@ class KernelSet:
         return f"tqs_{op}_{isa}_{dims}_{tag}"
 
     def dense_int8(
-        self, m: int, k: int, n: int, epilogue: Epilogue = DEFAULT_EPILOGUE, act: ActQuant = DEFAULT_ACT
+        self,
+        m: int,
+        k: int,
+        n: int,
+        epilogue: Epilogue = DEFAULT_EPILOGUE,
+        act: ActQuant = DEFAULT_ACT,
+        *,
+        lead: tuple[int, ...] | None = None,
     ) -> Kernel:
-        """``out[M, N] = epilogue(x[M, K] . W[N, K]^T)`` with int8 weights (see ``ActQuant`` for x)."""
-        name = self._name("dense_w8", f"m{m}k{k}n{n}", act, epilogue)
-        return build.dense_int(self.isa, 8, m, k, n, epilogue, act, DEFAULT_GROUP_SIZE, name)
+        """``out[M, N] = epilogue(x[M, K] . W[N, K]^T)`` with int8 weights (see ``ActQuant`` for x).
+
+        ``lead``: take ``x[*lead, K]`` and return ``out[*lead, N]`` (prod(lead) = M, at most one
+        leading dim > 1, e.g. ``(1, 1)`` for an RNN step), so the caller needs no reshapes.
+        """
+        name = self._name("dense_w8", _dense_dims(m, k, n, lead), act, epilogue)
+        return build.dense_int(self.isa, 8, m, k, n, epilogue, act, DEFAULT_GROUP_SIZE, name, lead)
 
     def dense_int4(
         self,
@@ -111,19 +125,37 @@ class KernelSet:
         epilogue: Epilogue = DEFAULT_EPILOGUE,
         act: ActQuant = DEFAULT_ACT,
         group_size: int = DEFAULT_GROUP_SIZE,
+        *,
+        lead: tuple[int, ...] | None = None,
     ) -> Kernel:
         """int4 group-wise weights: ``y = s_x[m] * sum_g s_w[n, g] * dot_g[m, n]``; fp32 output."""
-        name = self._name("dense_w4", f"m{m}k{k}n{n}g{group_size}", act, epilogue)
-        return build.dense_int(self.isa, 4, m, k, n, epilogue, act, group_size, name)
+        name = self._name("dense_w4", _dense_dims(m, k, n, lead) + f"g{group_size}", act, epilogue)
+        return build.dense_int(self.isa, 4, m, k, n, epilogue, act, group_size, name, lead)
 
-    def dense_fp32(self, m: int, k: int, n: int, epilogue: Epilogue = DEFAULT_EPILOGUE) -> Kernel:
-        name = self._name("dense_f32", f"m{m}k{k}n{n}", None, epilogue)
-        return build.dense_fp32(self.isa, m, k, n, epilogue, name)
+    def dense_fp32(
+        self,
+        m: int,
+        k: int,
+        n: int,
+        epilogue: Epilogue = DEFAULT_EPILOGUE,
+        *,
+        lead: tuple[int, ...] | None = None,
+    ) -> Kernel:
+        name = self._name("dense_f32", _dense_dims(m, k, n, lead), None, epilogue)
+        return build.dense_fp32(self.isa, m, k, n, epilogue, name, lead=lead)
 
-    def dense_fp16(self, m: int, k: int, n: int, epilogue: Epilogue = DEFAULT_EPILOGUE) -> Kernel:
+    def dense_fp16(
+        self,
+        m: int,
+        k: int,
+        n: int,
+        epilogue: Epilogue = DEFAULT_EPILOGUE,
+        *,
+        lead: tuple[int, ...] | None = None,
+    ) -> Kernel:
         """Weight-only fp16: half-precision weights (``pack_fp16``) widened in registers, fp32 math."""
-        name = self._name("dense_f16w", f"m{m}k{k}n{n}", None, epilogue)
-        return build.dense_fp32(self.isa, m, k, n, epilogue, name, "float16")
+        name = self._name("dense_f16w", _dense_dims(m, k, n, lead), None, epilogue)
+        return build.dense_fp32(self.isa, m, k, n, epilogue, name, "float16", lead)
 
     def conv1d_int8(
         self, spec: Conv1dSpec, epilogue: Epilogue = DEFAULT_EPILOGUE, act: ActQuant = DEFAULT_ACT
@@ -150,6 +182,11 @@ class KernelSet:
         """Weight-only fp16 conv1d (``pack_conv1d_fp16``)."""
         name = self._name("conv1d_f16w", _conv_dims(spec), None, epilogue)
         return build.conv1d_fp32(self.isa, spec, epilogue, name, "float16")
+
+
+def _dense_dims(m: int, k: int, n: int, lead: tuple[int, ...] | None) -> str:
+    dims = f"m{m}k{k}n{n}"
+    return dims if lead is None else dims + "_l" + "x".join(str(int(d)) for d in lead)
 
 
 def _conv_dims(s: Conv1dSpec) -> str:

@@ -18,6 +18,7 @@ from .config import Isa, PackedWeights
 
 __all__ = [
     "check_group_size",
+    "conv_matrix",
     "pack_fp32",
     "pack_int4",
     "pack_int8",
@@ -29,6 +30,15 @@ __all__ = [
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b) * b
+
+
+def conv_matrix(w: np.ndarray) -> np.ndarray:
+    """Conv weights ``[Cout, Cin, KW]`` (PyTorch order) -> the kernels' ``[Cout, KW * Cin]`` (tap-major:
+    column ``kw * Cin + ci``, the im2col order of the conv kernels)."""
+    w = np.asarray(w)
+    if w.ndim != 3:
+        raise ValueError(f"conv weights must be [Cout, Cin, KW], got {list(w.shape)}")
+    return np.ascontiguousarray(w.transpose(0, 2, 1).reshape(w.shape[0], -1))
 
 
 def tile_shape(isa: Isa) -> tuple[int, ...]:

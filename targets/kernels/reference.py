@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from .config import DEFAULT_ACT, DEFAULT_EPILOGUE, ActQuant, Conv1dSpec, Epilogue, Isa
+from .packing import conv_matrix
 
 __all__ = [
     "activation",
@@ -76,7 +77,8 @@ def quantize_activations(
         s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
     else:
         s = np.full(m, np.asarray(x_scale, np.float32).reshape(-1)[0], np.float32)
-    q = np.clip(np.rint(x / s[:, None]), -128, 127).astype(np.int8)
+    inv = (np.float32(1) / s).astype(np.float32)  # one fp32 reciprocal per row, then multiplies
+    q = np.clip(np.rint(x * inv[:, None]), -128, 127).astype(np.int8)
     return q, s
 
 
@@ -146,6 +148,7 @@ def dense_int8(
     epilogue: Epilogue = DEFAULT_EPILOGUE,
     act: ActQuant = DEFAULT_ACT,
     x_scale: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reference of ``KernelSet.dense_int8``: int32[M, N] for an int32 epilogue, else fp32[M, N]."""
     qx, s = quantize_activations(x, act, x_scale)
@@ -155,6 +158,8 @@ def dense_int8(
     y = acc.astype(np.float32) * (s[:, None] * np.asarray(w_scale, np.float32)[None, :])
     if epilogue.bias:
         y = y + np.asarray(bias, np.float32)[None, :]
+    if epilogue.residual:
+        y = y + np.asarray(residual, np.float32).reshape(y.shape)
     return activation(y, epilogue.activation)
 
 
@@ -168,6 +173,7 @@ def dense_int4(
     epilogue: Epilogue = DEFAULT_EPILOGUE,
     act: ActQuant = DEFAULT_ACT,
     x_scale: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reference of ``KernelSet.dense_int4``: ``act(s_x[m] * sum_g s_w[n, g] * dot_g[m, n] + bias[n])``.
 
@@ -185,20 +191,29 @@ def dense_int4(
     y = f * s[:, None]
     if epilogue.bias:
         y = y + np.asarray(bias, np.float32)[None, :]
+    if epilogue.residual:
+        y = y + np.asarray(residual, np.float32).reshape(y.shape)
     return activation(y, epilogue.activation)
 
 
 def dense_fp32(
-    w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None, activation_name: str | None = None
+    w: np.ndarray,
+    x: np.ndarray,
+    bias: np.ndarray | None = None,
+    activation_name: str | None = None,
+    residual: np.ndarray | None = None,
 ):
     y = x.astype(np.float32) @ w.astype(np.float32).T
     if bias is not None:
         y = y + bias.astype(np.float32)[None, :]
+    if residual is not None:
+        y = y + np.asarray(residual, np.float32).reshape(y.shape)
     return activation(y, activation_name)
 
 
 def im2col(spec: Conv1dSpec, x: np.ndarray) -> np.ndarray:
-    """``x`` in ``spec.layout`` -> f32[B * Wout, Cin * KW], column ``ci * KW + kw`` (zero padding)."""
+    """``x`` in ``spec.layout`` -> f32[B * Wout, KW * Cin], column ``kw * Cin + ci`` (zero padding): the
+    conv kernels' reduction order (weights as ``packing.conv_matrix(w)``)."""
     x = np.asarray(x, np.float32)
     if spec.layout == "NWC":
         x = x.transpose(0, 2, 1)
@@ -206,13 +221,13 @@ def im2col(spec: Conv1dSpec, x: np.ndarray) -> np.ndarray:
     pl, pr = spec.padding
     xp = np.zeros((b, c, w + pl + pr), np.float32)
     xp[:, :, pl : pl + w] = x
-    cols = np.zeros((b, spec.out_width, c, spec.kernel_size), np.float32)
+    cols = np.zeros((b, spec.out_width, spec.kernel_size, c), np.float32)
     for kw in range(spec.kernel_size):
         start = kw * spec.dilation
-        cols[:, :, :, kw] = xp[
+        cols[:, :, kw, :] = xp[
             :, :, start : start + spec.stride * (spec.out_width - 1) + 1 : spec.stride
         ].transpose(0, 2, 1)
-    return cols.reshape(b * spec.out_width, c * spec.kernel_size)
+    return cols.reshape(b * spec.out_width, spec.kernel_size * c)
 
 
 def _to_layout(spec: Conv1dSpec, y: np.ndarray) -> np.ndarray:
@@ -232,11 +247,13 @@ def conv1d_int8(
     x_scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reference of ``KernelSet.conv1d_int8``: im2col then ``dense_int8`` (per-row = per output position)."""
-    y = dense_int8(isa, im2col(spec, x), q.reshape(q.shape[0], -1), w_scale, bias, epilogue, act, x_scale)
+    q = conv_matrix(q) if np.ndim(q) == 3 else q
+    y = dense_int8(isa, im2col(spec, x), q, w_scale, bias, epilogue, act, x_scale)
     return _to_layout(spec, y)
 
 
 def conv1d_fp32(
     spec: Conv1dSpec, x: np.ndarray, w: np.ndarray, bias=None, activation_name=None
 ) -> np.ndarray:
-    return _to_layout(spec, dense_fp32(w.reshape(w.shape[0], -1), im2col(spec, x), bias, activation_name))
+    w = conv_matrix(w) if np.ndim(w) == 3 else w
+    return _to_layout(spec, dense_fp32(w, im2col(spec, x), bias, activation_name))

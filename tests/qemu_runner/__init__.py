@@ -11,6 +11,7 @@ writes the inputs as raw files, runs ``qemu-aarch64 -L /usr/aarch64-linux-gnu ru
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CROSS_CXX", "QEMU", "SYSROOT", "available", "export", "run", "run_many", "setup"]
+__all__ = ["CROSS_CXX", "QEMU", "SYSROOT", "available", "export", "run", "run_many", "run_vm", "setup"]
 
 QEMU = "qemu-aarch64"
 CROSS_CXX = "aarch64-linux-gnu-g++"
@@ -88,9 +89,10 @@ def _extract(whl: Path, prefix: str, dest: Path) -> None:
 def setup(cache: Path | None = None) -> Path:
     """Download/extract the aarch64 runtime and build the loader once; returns the runner path."""
     cache = Path(cache) if cache else cache_dir()
-    runner = cache / "runner"
     source = _HERE / "runner.cc"
-    if runner.exists() and runner.stat().st_mtime >= source.stat().st_mtime and (cache / "lib").is_dir():
+    # Keyed by the source's content: an edited runner.cc never reuses a stale binary.
+    runner = cache / f"runner-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}"
+    if runner.exists() and (cache / "lib").is_dir():
         return runner
     wheels = _wheels(cache)
     stage = cache / "stage"
@@ -180,3 +182,36 @@ def run(
 ) -> list[np.ndarray]:
     """Call ``func(*inputs, *outputs)`` of an exported aarch64 library under qemu; returns the outputs."""
     return run_many(so_path, [(func, inputs, outputs)], timeout)[0]
+
+
+def run_vm(
+    so_path: str | Path,
+    inputs: list[np.ndarray],
+    outputs: list[tuple[tuple[int, ...], str]],
+    func: str = "main",
+    timeout: float = 600.0,
+) -> list[np.ndarray]:
+    """Run ``func`` of an exported Relax VM executable (``tvm.compile(...).export_library``, aarch64)
+    under qemu on the CPU: inputs in, the returned tensor(s) out (checked against ``outputs``)."""
+    runner = setup()
+    with tempfile.TemporaryDirectory(prefix="tqs_qemu_vm_") as tmp:
+        argv: list[str] = []
+        for i, arr in enumerate(inputs):
+            arr = np.ascontiguousarray(arr)
+            p = Path(tmp) / f"in{i}.bin"
+            arr.tofile(p)
+            argv.append(f"i:{arr.dtype}:{'x'.join(map(str, arr.shape)) or '1'}:{p}")
+        paths = []
+        for i, (shape, dtype) in enumerate(outputs):
+            p = Path(tmp) / f"out{i}.bin"
+            argv.append(f"o:{dtype}:{'x'.join(map(str, shape))}:{p}")
+            paths.append((p, shape, dtype))
+        proc = subprocess.run(
+            [QEMU, "-L", SYSROOT, str(runner), str(so_path), "--vm", func, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"qemu VM runner failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return [np.fromfile(p, dtype=d).reshape(sh) for p, sh, d in paths]

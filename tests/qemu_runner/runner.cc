@@ -2,14 +2,19 @@
 // under qemu-aarch64 by tests/qemu_runner/__init__.py.
 //
 //   runner LIB.so FUNC [--repeat R] ARG... [-- FUNC [--repeat R] ARG...]...
+//   runner LIB.so --vm FUNC ARG...     a Relax VM executable (relax.build(...).export_library):
+//                                      FUNC(*inputs) on the VM (CPU, pooled allocator); its result
+//                                      (a tensor or a tuple of tensors) fills the o: ARGs in order
 //   ARG = i:DTYPE:D0xD1x...:PATH   input tensor, raw little-endian bytes read from PATH
 //         o:DTYPE:D0xD1x...:PATH   output tensor, written to PATH after the call
-//   DTYPE in {int8, uint8, int16, int32, int64, float32, float64}
+//   DTYPE in {int8, uint8, int16, int32, int64, float16, float32, float64}
 //
 // Several calls ("--"-separated) share one process, so one qemu start serves a batch of kernels.
 // With --repeat R > 0 a call is repeated R more times and the mean wall time (us) is printed as
 // "time_us=<float>" (meaningless under emulation, kept for real boards).
 #include <tvm/ffi/any.h>
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/module.h>
@@ -43,6 +48,7 @@ DLDataType ParseDType(const std::string& s) {
   if (s == "int16") return DLDataType{kDLInt, 16, 1};
   if (s == "int32") return DLDataType{kDLInt, 32, 1};
   if (s == "int64") return DLDataType{kDLInt, 64, 1};
+  if (s == "float16") return DLDataType{kDLFloat, 16, 1};
   if (s == "float32") return DLDataType{kDLFloat, 32, 1};
   if (s == "float64") return DLDataType{kDLFloat, 64, 1};
   std::cerr << "unsupported dtype " << s << "\n";
@@ -118,7 +124,79 @@ int RunCall(const tvm::ffi::Module& mod, const std::string& fname, int repeat, s
   return 0;
 }
 
+struct CPUAlloc {
+  void AllocData(DLTensor* tensor) {
+    size_t n = 1;
+    for (int i = 0; i < tensor->ndim; ++i) n *= static_cast<size_t>(tensor->shape[i]);
+    size_t bytes = n * ((tensor->dtype.bits * tensor->dtype.lanes + 7) / 8);
+    tensor->data = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  }
+  void FreeData(DLTensor* tensor) { std::free(tensor->data); }
+};
+
+void CollectTensors(const tvm::ffi::Any& value, std::vector<tvm::ffi::Tensor>* out) {
+  if (auto t = value.as<tvm::ffi::Tensor>()) {
+    out->push_back(t.value());
+    return;
+  }
+  if (auto arr = value.as<tvm::ffi::Array<tvm::ffi::Any>>()) {
+    for (const tvm::ffi::Any& item : arr.value()) CollectTensors(item, out);
+    return;
+  }
+  std::cerr << "VM returned something that is neither a tensor nor a tuple of tensors\n";
+  std::exit(5);
+}
+
+int RunVM(const tvm::ffi::Module& lib, const std::string& fname, std::vector<Arg>& args) {
+  tvm::ffi::Module exec = lib->GetFunction("vm_load_executable").value()().cast<tvm::ffi::Module>();
+  exec->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, 2);  // 2: pooled
+  std::vector<tvm::ffi::Any> inputs;
+  for (Arg& a : args) {
+    if (a.is_output) continue;
+    tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(
+        CPUAlloc(), tvm::ffi::ShapeView(a.shape.data(), a.shape.size()), a.dtype, DLDevice{kDLCPU, 0});
+    std::memcpy(t.data_ptr(), a.data, a.nbytes);
+    inputs.emplace_back(t);
+  }
+  std::vector<tvm::ffi::AnyView> packed(inputs.begin(), inputs.end());
+  tvm::ffi::Any rv;
+  exec->GetFunction(fname).value().CallPacked(packed.data(), static_cast<int32_t>(packed.size()), &rv);
+  std::vector<tvm::ffi::Tensor> results;
+  CollectTensors(rv, &results);
+  size_t k = 0;
+  for (Arg& a : args) {
+    if (!a.is_output) continue;
+    if (k >= results.size()) {
+      std::cerr << "VM returned " << results.size() << " tensors, fewer than the outputs asked for\n";
+      return 6;
+    }
+    const DLTensor* t = results[k++].GetDLTensorPtr();
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; ++i) n *= static_cast<size_t>(t->shape[i]);
+    size_t bytes = n * (t->dtype.bits / 8);
+    if (bytes != a.nbytes || t->dtype.code != a.dtype.code || t->dtype.bits != a.dtype.bits) {
+      std::cerr << "output " << k - 1 << ": VM tensor of " << bytes << " bytes, expected " << a.nbytes << "\n";
+      return 6;
+    }
+    std::ofstream out(a.path, std::ios::binary);
+    out.write(static_cast<const char*>(t->data) + t->byte_offset, static_cast<std::streamsize>(bytes));
+  }
+  for (Arg& a : args) std::free(a.data);
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 4 && std::strcmp(argv[2], "--vm") == 0) {
+    try {
+      tvm::ffi::Module mod = tvm::ffi::Module::LoadFromFile(argv[1]);
+      std::vector<Arg> args;
+      for (int i = 4; i < argc; ++i) args.push_back(ParseArg(argv[i]));
+      return RunVM(mod, argv[3], args);
+    } catch (const tvm::ffi::Error& e) {
+      std::cerr << "TVM error: " << e.what() << "\n";
+      return 4;
+    }
+  }
   if (argc < 3) {
     std::cerr << "usage: runner LIB.so FUNC [--repeat R] ARG... [-- FUNC ...]\n";
     return 2;

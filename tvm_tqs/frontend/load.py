@@ -149,6 +149,15 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in proto.graph.input if i.name not in initializers]
 
 
+def batch_shapes(proto: onnx.ModelProto, batch: int) -> dict[str, int]:
+    """``{symbolic dim: batch}`` for every symbolic leading (batch) dimension of the model's inputs."""
+    return {
+        dims[0].dim_param: batch
+        for inp in graph_inputs(proto)
+        if (dims := inp.type.tensor_type.shape.dim) and dims[0].dim_param
+    }
+
+
 def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None) -> dict[str, list[int]]:
     """Static shape of every graph input, from the model and `input_shapes`; names every gap at once."""
     inputs = graph_inputs(proto)

@@ -21,6 +21,7 @@ the next run should try again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -106,6 +107,9 @@ class LatencyCache:
         line = (json.dumps(measurement.to_dict(), sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # The torn-tail check and the write must be one step: without the lock a writer can see
+            # another's in-flight append as a torn tail and emit a spurious blank line.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if _ends_torn(fd):
                 line = b"\n" + line
             os.write(fd, line)

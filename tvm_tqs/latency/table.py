@@ -231,9 +231,9 @@ def site_requests(
         Precisions per site: a fixed list, or ``f(op) -> list``. Default: what the target registry
         allows for the site's anchor kind when it has weights, else fp32 only.
     kernel_for : callable, optional
-        ``f(op, precision) -> KernelJob or None``: the kernel of a non-fp32 precision (the quantize
-        pass). Without it, or when it returns None, that pair is predicted. fp32 sites are the fused
-        PrimFuncs (`jobs.site_jobs`).
+        ``f(op, precision) -> KernelJob or None``: the kernel the quantize pass inserts for that pair.
+        Without it, or when it returns None, a non-fp32 pair is predicted and an fp32 pair is the
+        site's fused PrimFunc (`jobs.site_jobs`).
     schedule : callable, optional
         Schedule hook applied to the fp32 PrimFuncs before building (`jobs.Schedule`).
     """
@@ -249,7 +249,9 @@ def site_requests(
         else:
             precs = tuple(precisions)
         for prec in precs:
-            job = fp32_jobs[op.index] if prec == "fp32" else (kernel_for(op, prec) if kernel_for else None)
+            job = kernel_for(op, prec) if kernel_for else None
+            if job is None and prec == "fp32":
+                job = fp32_jobs[op.index]
             # The site's fp32 features (TIR work included) with the precision swapped: every precision
             # of a site is described by the same computation.
             features = dataclasses.replace(fp32_jobs[op.index].features, precision=prec)

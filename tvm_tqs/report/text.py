@@ -12,17 +12,23 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     if align is None:
-        align = "".join("r" if rows and isinstance(rows[0][i], (int, float)) else "l" for i in range(len(headers)))
+        align = "".join(
+            "r" if rows and isinstance(rows[0][i], (int, float)) else "l" for i in range(len(headers))
+        )
 
     def line(values):
-        return "  ".join(v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align)).rstrip()
+        return "  ".join(
+            v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align, strict=True)
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule] + [line(r) for r in cells])
 
 
 def _shapes(infos) -> str:
-    return " ".join("x".join(map(str, t.shape)) + ("" if t.dtype == "float32" else f":{t.dtype}") for t in infos)
+    return " ".join(
+        "x".join(map(str, t.shape)) + ("" if t.dtype == "float32" else f":{t.dtype}") for t in infos
+    )
 
 
 def fused_op_table(ops: Sequence[FusedOp]) -> str:
@@ -39,7 +45,9 @@ def fused_op_table(ops: Sequence[FusedOp]) -> str:
         )
         for op in ops
     ]
-    table = format_table(["site", "prim_func", "fused ops", "inputs", "outputs", "weights", "MACs"], rows, "rllllllr")
+    table = format_table(
+        ["site", "prim_func", "fused ops", "inputs", "outputs", "weights", "MACs"], rows, "rllllllr"
+    )
     unique = {w.id: w for op in ops for w in op.weights}
     summary = (
         f"{len(ops)} fused call sites, {len({op.func for op in ops})} distinct PrimFuncs, "
@@ -79,8 +87,19 @@ def tqs_table(report, top: int | None = None, by: str = "tqs") -> str:
                 s.status if s.status == "ok" else f"{s.status}: {s.reason}",
             )
         )
-    headers = ["rank", "site", "anchor", "fused ops", "TQS/step", "95% CI", "gain", "95% CI", "gain(1 call)",
-               "d(e)/d(e/2)", "status"]
+    headers = [
+        "rank",
+        "site",
+        "anchor",
+        "fused ops",
+        "TQS/step",
+        "95% CI",
+        "gain",
+        "95% CI",
+        "gain(1 call)",
+        "d(e)/d(e/2)",
+        "status",
+    ]
     table = format_table(headers, rows, "rrllrlrlrrl")
     scored = sum(1 for s in report.sites if s.status == "ok")
     summary = (
@@ -91,4 +110,58 @@ def tqs_table(report, top: int | None = None, by: str = "tqs") -> str:
     if top is not None and top < len(ranked):
         summary += f"; top {top} of {len(ranked)} shown"
     lines = [table, summary] + [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def plan_summary(compiled) -> str:
+    """The `tvm-tqs compile` summary: the planned sites, then totals against fp32 and the budget."""
+    plan = compiled.plan
+    rows = []
+    for s in plan.sites:
+        if len(s.options) <= 1:
+            continue
+        rows.append(
+            (
+                s.site,
+                "+".join(s.kinds),
+                s.precision,
+                s.group or "-",
+                _num(s.gain, 3),
+                _num(s.tqs, 3),
+                f"{s.error_share:.2e}",
+                _bytes(s.size_bytes) if s.size_bytes else "-",
+                "-" if s.latency_ms is None else f"{s.latency_ms * 1000:.1f} us ({s.latency_source})",
+            )
+        )
+    table = format_table(
+        ["site", "fused ops", "precision", "shared", "gain", "TQS", "err share", "size", "latency"],
+        rows,
+        "rllllllll",
+    )
+    t, f = plan.totals, plan.fp32_totals
+    counts = ", ".join(f"{n} {p}" for p, n in sorted(plan.counts().items()))
+    lines = [
+        table,
+        "",
+        f"target {compiled.target.name}; plan by {plan.method}{' (optimal)' if plan.optimal else ''}; {counts}",
+        f"size {_bytes(t['size_bytes'])} ({100 * t['size_bytes'] / f['size_bytes']:.1f}% of fp32 "
+        f"{_bytes(f['size_bytes'])}); avg weight bits {t['avg_bits']:.2f}; BOPs {t['bops']:.3g} "
+        f"({100 * t['bops'] / f['bops']:.1f}% of fp32)",
+    ]
+    if "latency_ms" in t:
+        lines.append(f"latency (sum of per-site kernels) {t['latency_ms']:.3f} ms")
+    for entry in compiled.trace:
+        if "measured_ms" in entry:
+            lines.append(f"round {entry['round']}: measured end-to-end {entry['measured_ms']:.3f} ms")
+    if plan.budget:
+        lines.append("budget: " + ", ".join(f"{k}={v:.6g}" for k, v in plan.budget.items()))
+    if plan.predicted_error == plan.predicted_error:  # not NaN
+        lines.append(f"predicted relative rollout error {plan.predicted_error:.3e}")
     return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Build a fused (quantized) Relax module for a registered target, and export it as an artifact.
+
+>>> res = quantize(load(model, {"batch": 1}), plan, "arm_cpu/cortex-a76")
+>>> exe = build(res.mod, "arm_cpu/cortex-a76")
+>>> export(exe, "out/model-a76", "arm_cpu/cortex-a76", res)      # out/model-a76/{model.so, plan.json}
+
+The kernels the quantize pass inserted are already scheduled (and compiled for the target's exact
+cpu); every other PrimFunc gets the host reduction schedule (`ReductionLoopOrder`: the default CPU
+pipeline applies none), then `tvm.compile` builds the VM executable. `export` links the library with
+the target's cross compiler when it has one (``aarch64-linux-gnu-g++`` for ``arm_cpu/*``) and writes
+``model.so`` + ``plan.json`` into a directory atomically (a temporary directory renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from .registry import TargetSpec, get_target
+
+__all__ = ["KERNEL_ATTR", "LIBRARY", "PLAN", "build", "export", "is_kernel", "load", "schedule"]
+
+LIBRARY = "model.so"
+PLAN = "plan.json"
+KERNEL_ATTR = "tvm_tqs.kernel"  # set by the quantize pass on every kernel it inserts (the ops fused in it)
+
+
+def is_kernel(func) -> bool:
+    """A PrimFunc inserted by the quantize pass (already scheduled: no further schedule applies)."""
+    return isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs
+
+
+def schedule(mod: tvm.IRModule, target: str | TargetSpec = "x86", *, fast_math: bool = True) -> tvm.IRModule:
+    """Schedule the PrimFuncs that are not kernels (CPU targets).
+
+    Reductions get `ReductionLoopOrder` (a vectorizable loop order, bit-identical results); purely
+    spatial functions (elementwise, gates of recurrent cells, layout changes) get their producers
+    inlined and their loops vectorized (`targets.elementwise.vectorize`); with ``fast_math``,
+    float32 exp / sigmoid / tanh / erf become vectorizable approximations (max abs error 3.3e-7,
+    `targets.elementwise.fast_math`) instead of scalar libm calls.
+    """
+    spec = get_target(target)
+    if spec.kind not in ("x86", "arm_cpu"):
+        return mod
+    from tvm_tqs.passes.reduction_loop_order import ReductionLoopOrder
+
+    from . import elementwise
+
+    out = mod.clone()
+    reorder = ReductionLoopOrder()
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or is_kernel(func):
+            continue  # kernels keep their own schedule
+        try:  # one function at a time: a schedule error leaves that function as it was
+            new = reorder(tvm.IRModule({"main": func}))["main"]
+        except Exception:  # noqa: BLE001
+            new = func
+        if fast_math:
+            new = elementwise.fast_math(new)
+        out[gvar] = elementwise.vectorize(new)
+    return out
+
+
+def _check_kernels(mod: tvm.IRModule, spec: TargetSpec) -> None:
+    want = spec.target()
+    triple = str(want.attrs.get("mtriple", "")) if want.attrs else ""
+    for gvar, func in mod.functions.items():
+        if not is_kernel(func) or "target" not in func.attrs:
+            continue
+        got = func.attrs["target"]
+        got_triple = str(got.attrs.get("mtriple", "")) if got.attrs else ""
+        if (triple.startswith("aarch64")) != (got_triple.startswith("aarch64")):
+            raise ValueError(
+                f"kernel {gvar.name_hint} was built for {got_triple or 'the host'}, not for target "
+                f"'{spec.name}': quantize for the target you build for"
+            )
+
+
+def build(
+    mod: tvm.IRModule, target: str | TargetSpec = "x86", *, schedule_rest: bool = True, fast_math: bool = True
+):
+    """Compile a fused (and possibly quantized) module for a registered target.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Output of `tvm_tqs.passes.quantize.quantize` (``result.mod``) or of `fuse`.
+    target : str or TargetSpec
+        Registered target name; the kernels in ``mod`` must have been made for it.
+    schedule_rest : bool
+        Apply `schedule` to the non-kernel PrimFuncs (default). False builds them as TVM's default
+        pipeline would (unscheduled).
+    fast_math : bool
+        Vectorizable approximations of exp / sigmoid / tanh / erf in the non-kernel functions (see
+        `schedule`); False keeps the libm calls (scalar, bit-identical to TVM's default build).
+
+    Returns
+    -------
+    relax.VMExecutable
+        Run it on this host with ``relax.VirtualMachine(exe, tvm.cpu())`` when the target runs here;
+        `export` it otherwise.
+    """
+    spec = get_target(target)
+    _check_kernels(mod, spec)
+    if schedule_rest:
+        mod = schedule(mod, spec, fast_math=fast_math)
+    return tvm.compile(mod, target=spec.target())
+
+
+def _plan_dict(plan: Any) -> dict:
+    if plan is None:
+        return {"plan": {}}
+    if hasattr(plan, "to_dict"):
+        return plan.to_dict()
+    if isinstance(plan, Mapping):
+        return json.loads(json.dumps(dict(plan)))
+    raise TypeError(f"plan must be a QuantizeResult, a mapping or None, got {type(plan).__name__}")
+
+
+def export(
+    executable,
+    path: str | os.PathLike,
+    target: str | TargetSpec = "x86",
+    plan: Any = None,
+    *,
+    overwrite: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the artifact directory ``path/`` = ``model.so`` + ``plan.json``, all or nothing.
+
+    Parameters
+    ----------
+    executable
+        What `build` returned.
+    path : path
+        The artifact directory to create.
+    target : str or TargetSpec
+        The target it was built for: its cross compiler links ``model.so``
+        (``aarch64-linux-gnu-g++`` for ``arm_cpu/*``; install ``g++-aarch64-linux-gnu``).
+    plan : QuantizeResult or mapping, optional
+        Stored as ``plan.json`` with the target (``QuantizeResult.to_dict()``: per-site precision,
+        kernel and fallback reasons).
+    overwrite : bool
+        Replace an existing artifact at ``path`` (the old one is removed only after the new one is
+        in place).
+    extra : mapping, optional
+        More JSON files for the directory, ``{file name: JSON-able object}`` (written with the rest,
+        so they are part of the all-or-nothing artifact).
+    """
+    from tvm.support import cc
+
+    spec = get_target(target)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    if spec.cross_compiler and not shutil.which(spec.cross_compiler):
+        raise RuntimeError(
+            f"target '{spec.name}' links with {spec.cross_compiler}, which is not installed "
+            "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)"
+        )
+    meta = {
+        **_plan_dict(plan),
+        "library": LIBRARY,
+        "target_name": spec.name,
+        "tvm_target": spec.tvm_target,
+        "tvm_version": tvm.__version__,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        kwargs = {"fcompile": cc.cross_compiler(spec.cross_compiler)} if spec.cross_compiler else {}
+        executable.export_library(str(tmp / LIBRARY), **kwargs)
+        for name, content in {PLAN: meta, **(extra or {})}.items():
+            with open(tmp / name, "w") as f:
+                json.dump(content, f, indent=1, sort_keys=True)
+                f.write("\n")
+        os.chmod(tmp, 0o755)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old.{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, device: Any = None) -> tuple[relax.VirtualMachine, dict]:
+    """Load a host artifact written by `export`: (VirtualMachine, plan.json contents)."""
+    path = Path(path)
+    with open(path / PLAN) as f:
+        meta = json.load(f)
+    lib = tvm.runtime.load_module(str(path / LIBRARY))
+    return relax.VirtualMachine(lib, device or tvm.cpu()), meta

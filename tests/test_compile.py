@@ -1,0 +1,153 @@
+"""tvm_tqs.compile end to end on the shipped example: every budget kind, forced plans, artifacts that run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from cli_runner import run_cli
+
+import tvm_tqs
+from tvm_tqs.examples import example_model
+from tvm_tqs.rollout import RolloutSpec
+from tvm_tqs.solver import Budget, InfeasibleBudgetError
+
+EXAMPLE = example_model()
+SPEC = RolloutSpec.from_onnx(onnx.load(str(EXAMPLE)))
+
+
+@pytest.fixture(scope="module")
+def report():
+    """One weight-mode TQS report of the example, shared by the tests (compile() accepts it)."""
+    return tvm_tqs.score(EXAMPLE, horizon=48, seeds=4, mode="weight", linearity=False)
+
+
+@pytest.fixture(scope="module")
+def window():
+    return np.random.default_rng(0).standard_normal((1, *SPEC.window_shape)).astype(np.float32)
+
+
+def _fp32_forecast(window):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(str(EXAMPLE)).run(None, {SPEC.window_input: window})[0]
+
+
+def test_uniform_int8_on_the_host_runs_close_to_fp32(window, tmp_path):
+    compiled = tvm_tqs.compile(EXAMPLE, target="x86", uniform="int8")
+    assert set(compiled.plan.counts()) == {"int8"}
+    out = compiled.run(window)[0]
+    ref = _fp32_forecast(window)
+    rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+    assert rel < 0.05, f"int8 forecast is {rel:.3f} (relative) away from fp32"
+    trajectory = compiled.rollout(window, 4 * SPEC.stride)
+    assert trajectory.shape == (1, 4 * SPEC.stride, len(SPEC.target_channels))
+
+    path = compiled.export(tmp_path / "art")
+    assert sorted(p.name for p in path.iterdir()) == ["model.so", "plan.json", "report.json"]
+    from tvm_tqs.targets.build import load
+
+    vm, meta = load(path)
+    import tvm
+
+    again = vm["main"](tvm.runtime.tensor(window)).numpy()
+    np.testing.assert_array_equal(again, out)
+    assert meta["target_name"] == "x86"
+
+
+@pytest.mark.parametrize(
+    "budget, check",
+    [
+        ("size=40%", lambda t, f, b: t["size_bytes"] <= b["size_bytes"]),
+        ("avg-bits=6", lambda t, f, b: t["avg_bits"] <= 6.0),
+        ("bops=30%", lambda t, f, b: t["bops"] <= b["bops"]),
+    ],
+    ids=["size", "avg-bits", "bops"],
+)
+def test_each_budget_kind_is_met_exactly_on_arm(report, budget, check, tmp_path):
+    compiled = tvm_tqs.compile(EXAMPLE, target="arm_cpu/cortex-a76", budget=budget, tqs_report=report)
+    plan = compiled.plan
+    assert check(plan.totals, plan.fp32_totals, plan.budget)
+    assert plan.method == "exact" and plan.optimal
+    assert plan.predicted_error > 0
+    assert len(plan.sites) == len(report.sites)
+    shares = sum(s.error_share for s in plan.sites)
+    assert shares == pytest.approx(plan.predicted_error**2, rel=1e-6)
+    if not __import__("shutil").which("aarch64-linux-gnu-g++"):
+        pytest.skip("aarch64 cross compiler not installed")
+    path = compiled.export(tmp_path / "arm")
+    assert (path / "model.so").read_bytes()[:4] == b"\x7fELF"
+    meta = json.loads((path / "plan.json").read_text())
+    assert meta["target_name"] == "arm_cpu/cortex-a76" and meta["solved_plan"]["budget"]
+
+
+def test_infeasible_budget_names_the_smallest_feasible_value(report):
+    with pytest.raises(InfeasibleBudgetError, match=r"size_bytes=1000 \(smallest feasible: [0-9.e+]+\)"):
+        tvm_tqs.compile(EXAMPLE, target="x86", budget=Budget(size_bytes=1000), tqs_report=report)
+
+
+def test_forced_plan_and_its_errors():
+    compiled = tvm_tqs.compile(EXAMPLE, target="x86", plan={2: "int4"})
+    assert compiled.plan.precisions[2] == "int4"
+    assert all(p == "fp32" for s, p in compiled.plan.precisions.items() if s != 2)
+    with pytest.raises(tvm_tqs.TQSError, match="plan names site 99"):
+        tvm_tqs.compile(EXAMPLE, target="x86", plan={99: "int8"})
+    with pytest.raises(tvm_tqs.TQSError, match="precision 'int3'"):
+        tvm_tqs.compile(EXAMPLE, target="x86", plan={2: "int3"})
+
+
+def test_latency_budget_is_met_as_measured_on_this_host(report, tmp_path, monkeypatch):
+    # Batch 32: at batch 1 the example's kernels take ~1 us each and the VM's own overhead dominates.
+    monkeypatch.setenv("TVM_TQS_LATENCY_CACHE", str(tmp_path / "latency.jsonl"))
+    from tvm_tqs.latency import measure_model
+
+    batch = np.random.default_rng(1).standard_normal((32, *SPEC.window_shape)).astype(np.float32)
+    fp32 = tvm_tqs.compile(EXAMPLE, target="x86", uniform="fp32", batch=32)
+    base = measure_model(fp32.executable, "local", target="x86", inputs=[batch]).median_ms
+    budget = Budget(latency_ms=0.85 * base)
+    compiled = tvm_tqs.compile(
+        EXAMPLE, target="x86", budget=budget, tqs_report=report, batch=32, runner="local"
+    )
+    last = compiled.trace[-1]
+    assert last["measured_ms"] <= budget.latency_ms, compiled.trace
+    assert all("predicted_ms" in t for t in compiled.trace)
+    # The plan the solver returned fits the (last, possibly corrected) latency table.
+    assert 0 < last["predicted_ms"] <= budget.latency_ms * (1 + 1e-6)
+
+
+@pytest.mark.qemu
+def test_arm_artifact_runs_under_qemu_like_the_host(window, tmp_path):
+    qemu = pytest.importorskip("qemu_runner")
+    if not qemu.available():
+        pytest.skip("qemu-aarch64 / aarch64-linux-gnu-g++ not installed")
+    arm = tvm_tqs.compile(EXAMPLE, target="arm_cpu/neoverse-v1", uniform="int8")
+    host = tvm_tqs.compile(EXAMPLE, target="x86", uniform="int8")
+    path = arm.export(tmp_path / "arm")
+    out = qemu.run_vm(
+        path / "model.so", [window], [((1, SPEC.horizon, len(SPEC.target_channels)), "float32")]
+    )[0]
+    np.testing.assert_allclose(out, host.run(window)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_compile_main_command(tmp_path):
+    code, out, err = run_cli(
+        "compile",
+        "--example",
+        "--target",
+        "arm_cpu/cortex-a76",
+        "--budget",
+        "avg-bits=6",
+        "--horizon",
+        "48",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path / "art"),
+    )
+    assert code == 0, err
+    assert "plan by exact (optimal)" in out and "artifact written to" in out
+    assert (tmp_path / "art" / "report.json").exists()
+    code, _, err = run_cli("compile", "--example", "--budget", "size=1b", "--out", str(tmp_path / "x"))
+    assert code == 2 and "smallest feasible" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,104 @@
+"""`CompiledModel`: what compile() returns: the plan, the built module, and how to export and run it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TQSError
+from .plan import Plan
+from .rollout import RolloutSpec
+
+REPORT = "report.json"
+
+
+@dataclass
+class CompiledModel:
+    """A planned, quantized and built model.
+
+    Attributes
+    ----------
+    plan : Plan
+        Per site: precision, TQS, gain, predicted error share, size, latency (see `tvm_tqs.plan`).
+    target : TargetSpec
+        What it was built for.
+    rollout_spec : RolloutSpec or None
+        The model's rollout contract (for `rollout`).
+    executable : relax.VMExecutable
+        The built module (`export` writes it for the target).
+    quantize_report : dict
+        The quantize pass's per-site report (kernel names, fallback reasons); ``plan.json`` holds it.
+    tqs : TQSReport or None
+        The weight-mode TQS report the plan was solved from (None for forced plans).
+    latency : dict or None
+        The latency table used (``LatencyTable.to_dict()``), when latency was part of the job.
+    trace : tuple of dict
+        One entry per solve-build(-measure) round: the plan, predicted and measured latency.
+    """
+
+    plan: Plan
+    target: object
+    rollout_spec: RolloutSpec | None
+    executable: object
+    quantize_report: dict
+    tqs: object = None
+    latency: dict | None = None
+    trace: tuple = ()
+    source: str = ""
+    _vm: object = field(default=None, repr=False)
+
+    # -- running (targets that run on this host) --------------------------------------------------
+    def _machine(self):
+        if not self.target.runnable_here:
+            raise TQSError(
+                f"target '{self.target.name}' does not run on this host; export() the artifact and run it "
+                "on the device (or measure it through an RPC runner)"
+            )
+        if self._vm is None:
+            import tvm
+            from tvm import relax
+
+            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        return self._vm
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Run `main` once on numpy inputs; returns its outputs."""
+        import tvm
+
+        from .runtime import _to_numpy
+
+        vm = self._machine()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in inputs]
+        return _to_numpy(vm["main"](*args))
+
+    def rollout(self, context: np.ndarray, horizon: int, exog: np.ndarray | None = None) -> np.ndarray:
+        """Autoregressive rollout of `horizon` steps from `context` ``[batch, lookback, channels]`` following
+        the model's rollout contract; returns ``[batch, horizon, targets]``."""
+        if self.rollout_spec is None:
+            raise TQSError("this model has no rollout contract (RolloutSpec); use run()")
+        return self.rollout_spec.rollout(lambda w: self.run(w)[0], context, horizon, exog)
+
+    # -- export -----------------------------------------------------------------------------------
+    def export(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``directory/`` = ``model.so`` (built for the target, cross-linked when needed),
+        ``plan.json`` (quantize report + the plan) and ``report.json`` (plan, TQS, latency, trace);
+        all or nothing (a temporary directory renamed into place)."""
+        from .targets.build import export
+
+        meta = {**self.quantize_report, "solved_plan": self.plan.to_dict()}
+        report = {
+            "source": self.source,
+            "target": self.target.name,
+            "plan": self.plan.to_dict(),
+            "rollout": None if self.rollout_spec is None else self.rollout_spec.to_dict(),
+            "tqs": None if self.tqs is None else json.loads(self.tqs.to_json()),
+            "latency": self.latency,
+            "trace": list(self.trace),
+        }
+        return export(
+            self.executable, directory, self.target, meta, overwrite=overwrite, extra={REPORT: report}
+        )
