@@ -26,9 +26,10 @@ from tvm import relax
 
 from .registry import TargetSpec, get_target
 
-__all__ = ["KERNEL_ATTR", "LIBRARY", "PLAN", "build", "export", "is_kernel", "load", "schedule"]
+__all__ = ["KERNEL_ATTR", "LIBRARY", "OBJECTS", "PLAN", "build", "export", "is_kernel", "load", "schedule"]
 
 LIBRARY = "model.so"
+OBJECTS = "model.tar"  # the target's object files, when its cross linker is not installed here
 PLAN = "plan.json"
 KERNEL_ATTR = "tvm_tqs.kernel"  # set by the quantize pass on every kernel it inserts (the ops fused in it)
 
@@ -144,7 +145,10 @@ def export(
         The artifact directory to create.
     target : str or TargetSpec
         The target it was built for: its cross compiler links ``model.so``
-        (``aarch64-linux-gnu-g++`` for ``arm_cpu/*``; install ``g++-aarch64-linux-gnu``).
+        (``aarch64-linux-gnu-g++`` for ``arm_cpu/*``; install ``g++-aarch64-linux-gnu``). Without
+        it the directory holds ``model.tar`` (the compiled object files) instead, which
+        ``tvm.runtime.load_module`` links on the device (it needs a C++ compiler there);
+        ``plan.json``'s ``library`` names the file.
     plan : QuantizeResult or mapping, optional
         Stored as ``plan.json`` with the target (``QuantizeResult.to_dict()``: per-site precision,
         kernel and fallback reasons).
@@ -161,14 +165,16 @@ def export(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    if spec.cross_compiler and not shutil.which(spec.cross_compiler):
-        raise RuntimeError(
-            f"target '{spec.name}' links with {spec.cross_compiler}, which is not installed "
-            "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)"
-        )
+    library, kwargs = LIBRARY, {}
+    if spec.cross_compiler:
+        if shutil.which(spec.cross_compiler):
+            kwargs = {"fcompile": cc.cross_compiler(spec.cross_compiler)}
+        else:
+            # No linker for the target here: ship the object files; the device links them itself.
+            library = OBJECTS
     meta = {
         **_plan_dict(plan),
-        "library": LIBRARY,
+        "library": library,
         "target_name": spec.name,
         "tvm_target": spec.tvm_target,
         "tvm_version": tvm.__version__,
@@ -176,8 +182,7 @@ def export(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        kwargs = {"fcompile": cc.cross_compiler(spec.cross_compiler)} if spec.cross_compiler else {}
-        executable.export_library(str(tmp / LIBRARY), **kwargs)
+        executable.export_library(str(tmp / library), **kwargs)
         for name, content in {PLAN: meta, **(extra or {})}.items():
             with open(tmp / name, "w") as f:
                 json.dump(content, f, indent=1, sort_keys=True)
@@ -201,5 +206,5 @@ def load(path: str | os.PathLike, device: Any = None) -> tuple[relax.VirtualMach
     path = Path(path)
     with open(path / PLAN) as f:
         meta = json.load(f)
-    lib = tvm.runtime.load_module(str(path / LIBRARY))
+    lib = tvm.runtime.load_module(str(path / meta.get("library", LIBRARY)))
     return relax.VirtualMachine(lib, device or tvm.cpu()), meta

@@ -134,7 +134,7 @@ def registry() -> dict[str, TargetSpec]:
             features=("dp4a", "fp16"),
             precisions=_GPU,
             cross_compiler=_ARM_CC,
-            description="NVIDIA Jetson Orin (sm_87, aarch64 host)",
+            description="NVIDIA Jetson Orin (sm_87, aarch64 host); no quantized lowering yet",
         ),
         TargetSpec(
             name="cuda/sm_90",
@@ -142,7 +142,7 @@ def registry() -> dict[str, TargetSpec]:
             kind="cuda",
             features=("dp4a", "fp16"),
             precisions=_GPU,
-            description="NVIDIA Hopper (H100, sm_90) with an x86_64 host",
+            description="NVIDIA Hopper (H100, sm_90), x86_64 host; no quantized lowering yet",
         ),
         TargetSpec(
             name="opencl/mali",
@@ -151,7 +151,7 @@ def registry() -> dict[str, TargetSpec]:
             features=("fp16",),
             precisions=_GPU,
             cross_compiler=_ARM_CC,
-            description="Arm Mali GPU through OpenCL (source generated here; no OpenCL runtime in the wheel)",
+            description="Arm Mali GPU through OpenCL; no quantized lowering yet",
         ),
         TargetSpec(
             name="opencl/adreno",
@@ -164,7 +164,7 @@ def registry() -> dict[str, TargetSpec]:
             features=("fp16",),
             precisions=_GPU,
             cross_compiler=_ARM_CC,
-            description="Qualcomm Adreno GPU through OpenCL (source generated here)",
+            description="Qualcomm Adreno GPU through OpenCL; no quantized lowering yet",
         ),
     ]
     return {s.name: s for s in specs}

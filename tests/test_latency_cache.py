@@ -111,8 +111,12 @@ def test_nothing_is_measured_twice(tmp_path):
     jobs = list(site_jobs(mod, "x86").values())
     cache = LatencyCache(tmp_path / "c.jsonl")
     runner = CountingRunner()
-    first = measure_kernels(jobs + jobs, runner, FAST, cache)  # duplicates within one call: measured once
+    ticks = []
+    # duplicates within one call: measured once
+    first = measure_kernels(jobs + jobs, runner, FAST, cache, progress=lambda *a: ticks.append(a))
     assert sorted(runner.measured) == sorted(j.name for j in jobs)
+    n = len({j.key(FAST) for j in jobs})
+    assert ticks == [(i, n, "measuring") for i in range(1, n + 1)]
     assert [m.key for m in first] == [j.key(FAST) for j in jobs + jobs]
     # A new process (new cache object on the same file) measures nothing.
     runner2 = CountingRunner()

@@ -67,6 +67,24 @@ def test_export_is_all_or_nothing(quantized, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["art"]
 
 
+def test_aarch64_export_without_a_cross_linker_ships_object_files(quantized, tmp_path, monkeypatch):
+    import tarfile
+
+    model, _ = quantized
+    res = quantize(model, {2: "int8"}, "arm_cpu/cortex-a76", input_shapes={"batch": 2})
+    exe = tb.build(res.mod, "arm_cpu/cortex-a76")
+    monkeypatch.setattr(tb.shutil, "which", lambda name: None)
+    path = tb.export(exe, tmp_path / "art", "arm_cpu/cortex-a76", res, extra={"note.json": {"a": 1}})
+    assert sorted(p.name for p in path.iterdir()) == ["model.tar", "note.json", "plan.json"]
+    assert json.loads((path / "plan.json").read_text())["library"] == "model.tar"
+    with tarfile.open(path / "model.tar") as tar:
+        objects = [m for m in tar.getmembers() if m.name.endswith(".o")]
+        assert objects
+        for m in objects:
+            head = tar.extractfile(m).read(20)
+            assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+
+
 def test_kernels_must_match_the_build_target(quantized):
     model, _ = quantized
     arm = quantize(model, {1: "int8"}, "arm_cpu/cortex-a76", input_shapes={"batch": 2})

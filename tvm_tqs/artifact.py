@@ -38,6 +38,10 @@ class CompiledModel:
         The latency table used (``LatencyTable.to_dict()``), when latency was part of the job.
     trace : tuple of dict
         One entry per solve-build(-measure) round: the plan, predicted and measured latency.
+    pareto : dict or None
+        The solver's Pareto front, ``{"size_bytes": [...], "latency_ms": [...]}`` (latency with a
+        table): per non-dominated plan its whole-model resource, predicted error and precisions.
+        None for forced plans.
     """
 
     plan: Plan
@@ -48,6 +52,7 @@ class CompiledModel:
     tqs: object = None
     latency: dict | None = None
     trace: tuple = ()
+    pareto: dict | None = None
     source: str = ""
     _vm: object = field(default=None, repr=False)
 
@@ -98,6 +103,7 @@ class CompiledModel:
             "tqs": None if self.tqs is None else json.loads(self.tqs.to_json()),
             "latency": self.latency,
             "trace": list(self.trace),
+            "pareto": self.pareto,
         }
         return export(
             self.executable, directory, self.target, meta, overwrite=overwrite, extra={REPORT: report}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import TQSError
@@ -93,7 +94,7 @@ class _ProgressBar:
     def __call__(self, done: int, total: int, what: str) -> None:
         if not self.enabled:
             return
-        if total <= 1:
+        if done == 0 and total <= 1:  # a one-shot stage: announce it
             if what != self.stage:
                 print(f"tvm-tqs {self.command}: {what}...", file=sys.stderr, flush=True)
             self.stage = what
@@ -157,6 +158,8 @@ def _cmd_compile(args) -> int:
                 plan = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
             raise TQSError(f"cannot read --plan '{args.plan}' as JSON: {err}") from None
+    if os.path.exists(args.out) and not args.overwrite:  # before minutes of work, not after
+        raise TQSError(f"--out '{args.out}' exists (pass --overwrite to replace it)")
     progress = _ProgressBar(not args.quiet and (args.progress or sys.stderr.isatty()), "compile")
     compiled = compile_model(
         args.model,
@@ -177,15 +180,23 @@ def _cmd_compile(args) -> int:
         print(json.dumps(compiled.plan.to_dict(), indent=1))
     else:
         print(plan_summary(compiled))
-    print(f"artifact written to {path}")
+    last = compiled.trace[-1] if compiled.trace else {}
+    if last.get("met") is False:
+        print(
+            f"warning: measured latency {last['measured_ms']:.4g} ms is over the budget after "
+            f"{len(compiled.trace)} rounds (the artifact is the last round's plan)",
+            file=sys.stderr,
+        )
+    library = json.loads((path / "plan.json").read_text())["library"]
+    print(f"artifact written to {path} ({library}, plan.json, report.json)")
     return 0
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, target: str = "x86") -> None:
     p.add_argument("model", nargs="?", help="ONNX model file (or --example)")
     p.add_argument("--example", action="store_true", help="use the example model shipped in the package")
     p.add_argument(
-        "--target", default="x86", help="registered target name (see `tvm-tqs targets`); default x86"
+        "--target", default=target, help=f"registered target name (see `tvm-tqs targets`); default {target}"
     )
     p.add_argument(
         "--shape",
@@ -257,8 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("compile", help="plan per-op precisions under a budget, quantize, build, export")
-    _add_model_args(p)
-    p.set_defaults(target="arm_cpu")
+    _add_model_args(p, target="arm_cpu")
     p.add_argument(
         "--budget", help="size=25%%|size=40kb|avg-bits=5|bops=30%%|latency=2ms (comma-separate to combine)"
     )

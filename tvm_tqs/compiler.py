@@ -163,11 +163,12 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
     from .frontend.load import import_onnx, rollout_spec_of
     from .graph import fused_ops
     from .passes.fuse import fuse_pipeline
-    from .passes.quantize import quantizable_sites
+    from .passes.quantize import kernel_set_for, quantizable_sites
     from .solver import parse_budget
     from .targets.registry import get_target
 
     spec = get_target(target)
+    kernel_set_for(spec)  # before any scoring: a target without quantized lowering fails here, by name
     if plan is None and uniform is None and budget is None:
         raise TQSError("compile() needs a budget (or a forced plan= / uniform= precision)")
     proto, source = read_onnx(model)
@@ -252,6 +253,9 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
             groups, ops, errors2, budget, fixed_bytes, fixed_bops, table, group_size, solver
         )
 
+    pareto = None
+    if errors2:
+        pareto = _pareto(groups, ops, errors2, fixed_bytes, fixed_bops, table, group_size)
     applied = result.plan
     totals = _totals(groups, ops, applied, fixed_bytes, fixed_bops, group_size, table)
     site_plans = _site_plans(ops, groups, applied, result, report, errors2, gains, table, group_size)
@@ -274,6 +278,7 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
         tqs=report,
         latency=None if table is None else table.to_dict(),
         trace=tuple(trace),
+        pareto=pareto,
         source=source,
     )
 
@@ -340,12 +345,8 @@ def _totals(groups, ops, precisions: Mapping[int, str], fixed_bytes, fixed_bops,
     return totals
 
 
-def _solve(groups, ops, errors2, budget: Budget, fixed_bytes, fixed_bops, table, group_size, method):
-    """Budget minus what no decision can change, then the knapsack; errors name the whole model's totals."""
-    fixed_ms = 0.0
-    grouped = {s for g in groups for s in g.sites}
-    if table is not None:
-        fixed_ms = sum(table.latency_ms(op.index, "fp32") for op in ops if op.index not in grouped)
+def _solver_groups(groups, ops, errors2, table, group_size) -> list[Group]:
+    """The knapsack's view: per weight group, its precisions with predicted error and resources."""
     solver_groups = []
     for g in groups:
         options = []
@@ -364,11 +365,26 @@ def _solve(groups, ops, errors2, budget: Budget, fixed_bytes, fixed_bops, table,
                 )
             )
         solver_groups.append(Group(g.name, tuple(options), float(g.weight.size)))
+    return solver_groups
+
+
+def _fixed(groups, ops, fixed_bytes, fixed_bops, table) -> dict[str, float]:
+    """What lies outside the decision: float constants, unquantizable sites' BOPs and latency."""
+    grouped = {s for g in groups for s in g.sites}
+    fixed_ms = 0.0
+    if table is not None:
+        fixed_ms = sum(table.latency_ms(op.index, "fp32") for op in ops if op.index not in grouped)
+    return {"size_bytes": fixed_bytes, "bops": fixed_bops, "latency_ms": fixed_ms}
+
+
+def _solve(groups, ops, errors2, budget: Budget, fixed_bytes, fixed_bops, table, group_size, method):
+    """Budget minus what no decision can change, then the knapsack; errors name the whole model's totals."""
     if budget.latency_ms is not None and table is None:
         raise TQSError("a latency budget needs a latency table: give a runner")
-    if not solver_groups:
+    if not groups:
         raise TQSError("the model has no site the quantize pass can lower; nothing to plan")
-    fixed = {"size_bytes": fixed_bytes, "bops": fixed_bops, "latency_ms": fixed_ms}
+    solver_groups = _solver_groups(groups, ops, errors2, table, group_size)
+    fixed = _fixed(groups, ops, fixed_bytes, fixed_bops, table)
     solution = solve(solver_groups, budget, method, fixed=fixed)
     precisions = {
         s: sg.options[i].precision
@@ -376,6 +392,29 @@ def _solve(groups, ops, errors2, budget: Budget, fixed_bytes, fixed_bops, table,
         for s in g.sites
     }
     return precisions, solution.method, solution.optimal
+
+
+def _pareto(groups, ops, errors2, fixed_bytes, fixed_bops, table, group_size) -> dict[str, list[dict]]:
+    """Predicted error vs whole-model size (and latency, with a table): the non-dominated plans."""
+    from .solver import pareto_front
+
+    solver_groups = _solver_groups(groups, ops, errors2, table, group_size)
+    fixed = _fixed(groups, ops, fixed_bytes, fixed_bops, table)
+    out = {}
+    for resource in ("size_bytes", "latency_ms") if table is not None else ("size_bytes",):
+        out[resource] = [
+            {
+                resource: sol.totals[resource] + fixed[resource],
+                "predicted_error": math.sqrt(sol.error),
+                "plan": {
+                    str(s): sg.options[i].precision
+                    for g, sg, i in zip(groups, solver_groups, sol.choice, strict=True)
+                    for s in g.sites
+                },
+            }
+            for sol in pareto_front(solver_groups, resource)
+        ]
+    return out
 
 
 def _latency_table(fused, mod, spec, groups, runner, cache, progress):
@@ -410,7 +449,8 @@ def _latency_table(fused, mod, spec, groups, runner, cache, progress):
         kernel_for=kernel_for,
         schedule=scheduled,
     )
-    table = build_table(requests, runner, cache=cache if cache is not None else LatencyCache())
+    cache = cache if cache is not None else LatencyCache()
+    table = build_table(requests, runner, cache=cache, progress=progress)
     return table, runner
 
 

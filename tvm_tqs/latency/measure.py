@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,11 @@ def measure_kernels(
     runner: Runner | str | None = None,
     config: MeasureConfig | None = None,
     cache: LatencyCache | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Measurement]:
     """One Measurement per job (in order): from the cache when there, else measured (and cached).
+
+    `progress(done, total, "measuring")` is called as each new measurement arrives.
 
     Jobs with equal keys (sites sharing a kernel) are measured once. Failed measurements come back
     with `error` set and are not cached. With an `OfflineRunner`, results already imported are cached
@@ -54,9 +57,13 @@ def measure_kernels(
 
         def persist(m: Measurement) -> None:
             # Each result is on disk as soon as it exists: a crash loses at most the kernel being timed.
-            if cache is not None and m.ok and m.key not in streamed:
+            if m.key in streamed:
+                return
+            streamed.add(m.key)
+            if cache is not None and m.ok:
                 cache.append(m)
-                streamed.add(m.key)
+            if progress is not None:
+                progress(len(streamed), len(todo), "measuring")
 
         try:
             measured = runner.measure(list(todo.values()), config, on_result=persist)

@@ -288,6 +288,7 @@ def build_table(
     max_measure: int | None = None,
     model: LatencyModel | None = None,
     train_on_cache: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> LatencyTable:
     """Measure, look up and predict the latency of every request (all for one target).
 
@@ -303,6 +304,8 @@ def build_table(
         The (unfitted) model to fit; default `LatencyModel()`.
     train_on_cache : bool
         Also fit the model on every cached measurement of the target (other models' kernels too).
+    progress : callable(done, total, what), optional
+        Called as each new kernel measurement arrives.
     """
     if not requests:
         raise TQSError("no (site, precision) pairs to build a latency table for")
@@ -329,7 +332,7 @@ def build_table(
     new = [j for k, j in jobs_by_key.items() if k not in found]
     chosen = new if max_measure is None else _spread_pick(new, max_measure)
     if chosen:
-        for m in measure_kernels(chosen, runner, config, cache):
+        for m in measure_kernels(chosen, runner, config, cache, progress=progress):
             found[m.key] = m
 
     # Training points: this call's kernels with their current features (a cached record keeps the

@@ -18,7 +18,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align
 
     def line(values):
         return "  ".join(
-            v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align, strict=True)
+            v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align, strict=False)
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
