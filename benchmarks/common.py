@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tvm_tqs.io import write_text_atomic
@@ -18,6 +20,35 @@ def zoo_models() -> list[Path]:
     """Every committed zoo model, then the example shipped in the package."""
     found = sorted((REPO / "benchmarks" / "zoo" / "models").glob("*.onnx"))
     return found + sorted((REPO / "tvm_tqs" / "examples").glob("*.onnx"))
+
+
+def selected_models(names: list[str] | None) -> list[Path]:
+    """The zoo models named (all when none are); exits with a message when there are none."""
+    paths = [p for p in zoo_models() if not names or p.stem in names]
+    if not paths:
+        sys.exit("no zoo models found (benchmarks/zoo/models/*.onnx)" + (f" named {names}" if names else ""))
+    return paths
+
+
+def per_model(
+    paths: list[Path], evaluate: Callable[[Path], dict], done: Callable[[dict], None] | None = None
+) -> tuple[list[dict], dict[str, str]]:
+    """`evaluate` each model (timed into ``total_s``); one model failing is recorded, not fatal."""
+    results, failures = [], {}
+    for path in paths:
+        print(f"== {path.stem}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            res = evaluate(path)
+        except Exception as err:  # noqa: BLE001 - one model failing must not hide the others
+            failures[path.stem] = f"{type(err).__name__}: {err}"
+            print(f"   FAILED: {failures[path.stem]}", flush=True)
+            continue
+        res["total_s"] = time.perf_counter() - t0
+        results.append(res)
+        if done is not None:
+            done(res)
+    return results, failures
 
 
 def card_of(path: Path) -> dict:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import card_of, command_line, machine_env, write_results, zoo_models  # noqa: E402
+from common import card_of, command_line, machine_env, per_model, selected_models, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -411,26 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
     command = command_line("tqs_validity.py")
-    paths = [p for p in zoo_models() if not args.models or p.stem in args.models]
-    if not paths:
-        print("no zoo models found (benchmarks/zoo/models/*.onnx)", file=sys.stderr)
-        return 1
+    paths = selected_models(args.models)
     env = machine_env()
-    results, failures = [], {}
-    for path in paths:
-        print(f"== {path.stem}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            res = evaluate(path, args.windows)
-        except Exception as err:  # noqa: BLE001 - one model failing must not hide the others
-            failures[path.stem] = f"{type(err).__name__}: {err}"
-            print(f"   FAILED: {failures[path.stem]}", flush=True)
-            continue
-        res["total_s"] = time.perf_counter() - t0
-        results.append(res)
+
+    def done(res):
         for bits in BITS:
             rho = res["bits"][str(bits)]["spearman_vs_mse_increase"]
             print(f"   {bits}-bit: " + ", ".join(f"{p} {_fmt(rho[p])}" for p in PREDICTORS), flush=True)
+
+    results, failures = per_model(paths, lambda path: evaluate(path, args.windows), done)
     payload = {
         "command": command,
         "environment": env,

@@ -212,9 +212,7 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
             s.site: (s.gain if s.status == "ok" else (0.0 if s.status == "no effect" else math.inf))
             for s in report.sites
         }
-        errors2 = _group_errors(
-            groups, gains, fused, rollout, contexts, seeds, shapes, batch, quantizer, group_size
-        )
+        errors2 = _group_errors(groups, gains, fused, rollout, contexts, seeds, batch, quantizer, group_size)
         if budget.latency_ms is not None or runner is not None:
             table, runner = _latency_table(fused, mod, spec, groups, runner, latency_cache, progress)
         precisions, method, optimal = _solve(
@@ -313,7 +311,7 @@ def _groups(ops, weighted: Mapping, spec) -> list[_Group]:
     return groups
 
 
-def _group_errors(groups, gains, fused, rollout, contexts, seeds, shapes, batch, quantizer, group_size):
+def _group_errors(groups, gains, fused, rollout, contexts, seeds, batch, quantizer, group_size):
     from .contexts import SyntheticContexts
 
     ctx = contexts if contexts is not None else SyntheticContexts().make(rollout, max(seeds, 1), seed=0)
