@@ -1,0 +1,224 @@
+"""Shared by benchmarks/error_model.py and benchmarks/budget_sweep.py: the planning problem compile() solves,
+laid open (weight groups, their sizes and predicted errors), and the measurement of a plan's real rollout.
+
+`Planner` builds, once per model, what `tvm_tqs.compile` builds on every call before it solves: the fused
+graph's weight groups, their storage per precision and the error model's e_g(p)^2 table (for any gains: the
+TQS gains of a report, its single-step gains, or none). It calls compile()'s own helpers
+(`tvm_tqs.compiler._groups`, `_group_errors`, `_solve`, `_totals`), so a plan solved here is the plan
+``compile(model, "x86", Budget(size_bytes=...), tqs_report=report)`` returns, and the predicted error of any
+plan is compile()'s ``plan.predicted_error`` formula, sqrt(sum_g e_g^2). This lets one TQS report and one
+activation pass serve every budget and every random plan; a plan is then built with
+``compile(plan={site: precision})`` only when it is measured, and identical plans are measured once.
+
+`Evaluator` measures a plan the way the issue asks: the quantized model compiled for the host ("x86") with
+the batch = number of test windows, rolled out from real test windows, against the same model's fp32
+compile on the same windows (cached per model): relative rollout error ||y_q - y_fp32|| / ||y_fp32|| over
+the whole rollout (all windows, steps and target channels), and the increase of the MSE against the truth.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tvm_tqs
+from tvm_tqs.error_model import INT4_GROUP, weight_error
+from tvm_tqs.quantizers import rtn
+from tvm_tqs.solver import Budget
+
+TARGET = "x86"
+HORIZON = 96
+
+
+def gains_of(report, attr: str = "gain") -> dict[int, float]:
+    """Per-site gains as compile() reads them from a report: `attr` for scored sites, 0 for sites with
+    no effect on the forecast, inf for sites TQS could not perturb (those stay fp32)."""
+    out = {}
+    for s in report.sites:
+        value = getattr(s, attr)
+        if s.status == "ok" and value is not None:
+            out[s.site] = float(value)
+        else:
+            out[s.site] = 0.0 if s.status == "no effect" else math.inf
+    return out
+
+
+class Planner:
+    """The weight groups of one model for the host target, with sizes and error tables."""
+
+    def __init__(self, path: Path | str, target: str = TARGET, group_size: int = INT4_GROUP):
+        from tvm_tqs.compiler import _fixed_float_bytes, _groups
+        from tvm_tqs.frontend.load import batch_shapes, import_onnx, read_onnx, rollout_spec_of
+        from tvm_tqs.graph import fused_ops
+        from tvm_tqs.passes.fuse import fuse_pipeline
+        from tvm_tqs.passes.quantize import quantizable_sites
+        from tvm_tqs.targets.registry import get_target
+
+        # The same steps, in the same order and with compile()'s default batch of 1, as tvm_tqs.compile.
+        self.path = str(path)
+        self.group_size = group_size
+        self.spec = get_target(target)
+        proto, source = read_onnx(self.path)
+        self.shapes = batch_shapes(proto, 1)
+        mod = import_onnx(proto, self.shapes, source)
+        self.rollout = rollout_spec_of(mod)
+        self.fused = fuse_pipeline()(mod)
+        self.ops = fused_ops(self.fused)
+        self.groups = _groups(self.ops, quantizable_sites(mod), self.spec)
+        self.fixed_bytes = _fixed_float_bytes(self.ops, {g.name for g in self.groups})
+        grouped = {s for g in self.groups for s in g.sites}
+        self.fixed_bops = float(sum(op.macs * 32 * 32 for op in self.ops if op.index not in grouped))
+
+    # -- plans are {group name: precision} here; `site_plan` turns them into compile(plan=) form ---------
+    def names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    def site_plan(self, plan: dict[str, str]) -> dict[int, str]:
+        return {s: plan[g.name] for g in self.groups for s in g.sites}
+
+    def group_plan(self, site_precisions: dict[int, str]) -> dict[str, str]:
+        return {g.name: site_precisions.get(g.sites[0], "fp32") for g in self.groups}
+
+    def uniform(self, precision: str) -> dict[str, str]:
+        """compile(uniform=) semantics: groups that do not offer `precision` stay fp32."""
+        return {g.name: precision if precision in g.options else "fp32" for g in self.groups}
+
+    def size(self, plan: dict[str, str]) -> float:
+        """Total constant bytes of the model under `plan` (compile()'s ``plan.totals["size_bytes"]``)."""
+        from tvm_tqs.compiler import _totals
+
+        return _totals(
+            self.groups,
+            self.ops,
+            self.site_plan(plan),
+            self.fixed_bytes,
+            self.fixed_bops,
+            self.group_size,
+            None,
+        )["size_bytes"]
+
+    # -- error tables: {group: {precision: e_g^2}} ---------------------------------------------------
+    def errors2(self, gains: dict[int, float], seeds: int = 8) -> dict[str, dict[str, float]]:
+        """compile()'s error model table for these per-site gains (one data-free activation pass)."""
+        from tvm_tqs.compiler import _group_errors
+
+        return _group_errors(
+            self.groups, gains, self.fused, self.rollout, None, seeds, 1, rtn, self.group_size
+        )
+
+    def weight_errors2(self) -> dict[str, dict[str, float]]:
+        """The weight-error baseline: e_g^2 = r_w(g, p)^2, every distinct weight once (no gains, no
+        activation term): a plan solved on it minimises the sum of relative weight-quantization errors."""
+        return {
+            g.name: {
+                p: weight_error(g.weight, g.channel_axis, p, rtn, self.group_size) ** 2 for p in g.options
+            }
+            for g in self.groups
+        }
+
+    @staticmethod
+    def predicted(errors2: dict, plan: dict[str, str]) -> float:
+        """sqrt(sum_g e_g^2): compile()'s ``plan.predicted_error`` for this plan."""
+        return math.sqrt(sum(errors2[name][p] for name, p in plan.items()))
+
+    def allowed(self, errors2: dict | None = None) -> dict[str, tuple[str, ...]]:
+        """Options per group; with a table, only those with a finite predicted error (as the solver)."""
+        return {
+            g.name: tuple(p for p in g.options if errors2 is None or math.isfinite(errors2[g.name][p]))
+            for g in self.groups
+        }
+
+    def solve(self, errors2: dict, size_bytes: float) -> dict[str, str]:
+        """compile()'s knapsack under a size budget (whole-model bytes)."""
+        from tvm_tqs.compiler import _solve
+
+        precisions, _, _ = _solve(
+            self.groups,
+            self.ops,
+            errors2,
+            Budget(size_bytes=size_bytes),
+            self.fixed_bytes,
+            self.fixed_bops,
+            None,
+            self.group_size,
+            "auto",
+        )
+        return self.group_plan(precisions)
+
+    # -- random plans ----------------------------------------------------------------------------------
+    def random_plan(self, rng: np.random.Generator, allowed: dict[str, tuple[str, ...]]) -> dict[str, str]:
+        """Each group at a precision drawn uniformly from its options."""
+        return {name: str(rng.choice(opts)) for name, opts in allowed.items()}
+
+    def random_fill(
+        self, rng: np.random.Generator, size_bytes: float, allowed: dict[str, tuple[str, ...]]
+    ) -> dict[str, str]:
+        """A random plan that meets a size budget and uses it up: start from every group at its smallest
+        option; then, while some group can move to a larger option that still fits, pick one such
+        (group, option) move uniformly at random and take it. Stops at a plan no single upgrade fits
+        (a random maximal fill: the random counterpart of a solved plan, which also fills the budget)."""
+        sizes = {
+            g.name: {p: g.storage_bytes(p, self.group_size) for p in allowed[g.name]} for g in self.groups
+        }
+        plan = {name: min(opts, key=opts.get) for name, opts in sizes.items()}
+        slack = size_bytes - self.size(plan)
+        if slack < -1e-6 * size_bytes:
+            raise ValueError(
+                f"budget {size_bytes:.0f} B is below the smallest plan ({size_bytes - slack:.0f} B)"
+            )
+        while True:
+            moves = [
+                (name, p)
+                for name, opts in sizes.items()
+                for p, b in opts.items()
+                if b > opts[plan[name]] and b - opts[plan[name]] <= slack + 1e-9 * size_bytes
+            ]
+            if not moves:
+                return plan
+            name, p = moves[rng.integers(len(moves))]
+            slack -= sizes[name][p] - sizes[name][plan[name]]
+            plan[name] = p
+
+
+class Evaluator:
+    """Compile plans for the host and measure their rollouts on fixed real test windows."""
+
+    def __init__(self, path: Path | str, x: np.ndarray, y: np.ndarray, targets, horizon: int = HORIZON):
+        self.path = str(path)
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.truth = np.asarray(y[:, :horizon][:, :, list(targets)], dtype=np.float64)
+        self.horizon = horizon
+        self.cache: dict[tuple, dict] = {}
+        self.compiles = 0
+        self.seconds = 0.0
+        t0 = time.perf_counter()
+        self.ref = self._rollout({})  # fp32: every site at fp32, the same compile path
+        self.ref_mse = float(np.mean((self.ref - self.truth) ** 2))
+        self.ref_norm = float(np.linalg.norm(self.ref))
+        self.ref_seconds = time.perf_counter() - t0
+
+    def _rollout(self, site_plan: dict[int, str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        compiled = tvm_tqs.compile(self.path, target=TARGET, plan=site_plan, batch=len(self.x))
+        out = compiled.rollout(self.x, self.horizon).astype(np.float64)
+        self.compiles += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def measure(self, site_plan: dict[int, str]) -> dict:
+        """{"rel_error": ||y_q - y_fp32|| / ||y_fp32||, "mse_increase": MSE(y_q, truth) - MSE(y_fp32, truth)};
+        a plan already measured is not compiled again."""
+        key = tuple(sorted((s, p) for s, p in site_plan.items() if p != "fp32"))
+        if key not in self.cache:
+            if not key:
+                out = self.ref
+            else:
+                out = self._rollout(dict(key))
+            self.cache[key] = {
+                "rel_error": float(np.linalg.norm(out - self.ref) / self.ref_norm),
+                "mse_increase": float(np.mean((out - self.truth) ** 2)) - self.ref_mse,
+            }
+        return self.cache[key]
