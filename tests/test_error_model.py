@@ -41,3 +41,20 @@ def test_group_error_adds_weight_error_coherently_and_activation_error_in_varian
     # A site whose gain could not be measured is never cheap, but fp16 (no activation noise) stays a number.
     assert math.isinf(group_error2([math.inf, 1.0], 0.001, 0.0))
     assert group_error2([math.inf], 0.0, 0.0) == 0.0
+
+
+def test_predicted_error_does_not_depend_on_the_compile_batch():
+    """The activation crests run the data-free contexts in chunks of the module's batch; the rows that pad
+    the last chunk (copies of context 0) must not count, or the plan changes with compile(batch=)."""
+    import tvm_tqs
+    from tvm_tqs.examples import example_model
+
+    model = example_model()
+    report = tvm_tqs.score(model, horizon=48, seeds=4, mode="weight", linearity=False)
+    errors = [
+        tvm_tqs.compile(
+            model, target="x86", budget="size=40%", tqs_report=report, seeds=4, batch=b
+        ).plan.predicted_error
+        for b in (1, 16)
+    ]
+    assert errors[1] == pytest.approx(errors[0], rel=1e-9)

@@ -75,12 +75,14 @@ def _activation_crests(fused, sites: list[int], contexts: np.ndarray, batch: int
     captured: dict[int, list[np.ndarray]] = {s: [] for s in sites}
     for start in range(0, len(contexts), batch):
         chunk = contexts[start : start + batch]
-        if len(chunk) < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
         outs = runner(chunk.astype(np.float32))
         tail = outs[len(outs) - len(sites) :]
         for s, x in zip(sites, tail, strict=True):
-            captured[s].append(x)
+            # Padding rows would weigh context 0 in the crest (plans changed with compile's batch=).
+            captured[s].append(x[:real] if real < batch and x.shape[0] == batch else x)
     return {
         s: crest_factor(np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs]))
         for s, xs in captured.items()
