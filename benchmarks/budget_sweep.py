@@ -45,14 +45,12 @@ from pathlib import Path
 
 import numpy as np
 from common import card_of, command_line, machine_env, per_model, selected_models, write_results
-from plan_eval import HORIZON, TARGET, Evaluator, Planner, gains_of
+from plan_eval import HORIZON, SEEDS, TARGET, Evaluator, Planner, gains_of, scored_planner
 from tqs_validity import test_windows
 
-import tvm_tqs
 from tvm_tqs.solver import InfeasibleBudgetError
 
 HERE = Path(__file__).resolve().parent
-SEEDS = 8
 # Cost: every distinct plan is one full compile + build (about 1 s for the MLP, 15-20 s for the unrolled
 # GRU/LSTM on 2 cores); identical plans (methods agreeing, the shared all-int4 point) are measured once.
 POINTS, RANDOM_SEEDS, WINDOWS = 4, 3, 256
@@ -112,12 +110,8 @@ def _compare(tqs: dict | None, other: dict | None, key: str, same_plan: bool) ->
 
 def evaluate(path: Path, points: int, seeds: int, windows: int, seed: int, dry_run: bool) -> dict:
     card = card_of(path)
-    timings = {}
+    report, planner, timings = scored_planner(path)
     t0 = time.perf_counter()
-    report = tvm_tqs.score(str(path), horizon=HORIZON, seeds=SEEDS, mode="weight")
-    timings["tqs_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    planner = Planner(path)
     tables = {
         "TQS": planner.errors2(gains_of(report)),
         "1-step": planner.errors2(gains_of(report, "gain_first_call")),

@@ -32,13 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from common import card_of, command_line, machine_env, per_model, selected_models, write_results
-from plan_eval import HORIZON, TARGET, Evaluator, Planner, gains_of
+from plan_eval import HORIZON, SEEDS, TARGET, Evaluator, gains_of, scored_planner
 from tqs_validity import spearman, test_windows
 
-import tvm_tqs
-
 HERE = Path(__file__).resolve().parent
-SEEDS = 8
 # Cost: every measured plan is one full compile + build of the model (about 1 s for the MLP, 15-20 s for
 # the unrolled GRU/LSTM on 2 cores); the windows run as one batch, so their number costs little.
 PLANS, WINDOWS = 12, 256
@@ -46,12 +43,8 @@ PLANS, WINDOWS = 12, 256
 
 def evaluate(path: Path, plans: int, windows: int, seed: int) -> dict:
     card = card_of(path)
-    timings = {}
+    report, planner, timings = scored_planner(path)
     t0 = time.perf_counter()
-    report = tvm_tqs.score(str(path), horizon=HORIZON, seeds=SEEDS, mode="weight")
-    timings["tqs_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    planner = Planner(path)
     table = planner.errors2(gains_of(report))
     timings["error_table_s"] = time.perf_counter() - t0
     x, y = test_windows(card, HORIZON, windows)

@@ -31,6 +31,16 @@ from tvm_tqs.solver import Budget
 
 TARGET = "x86"
 HORIZON = 96
+SEEDS = 8
+
+
+def scored_planner(path: Path) -> tuple[object, Planner, dict[str, float]]:
+    """One weight-mode TQS report (horizon HORIZON, SEEDS seeds, data-free) and the model's Planner, timed."""
+    t0 = time.perf_counter()
+    report = tvm_tqs.score(str(path), horizon=HORIZON, seeds=SEEDS, mode="weight")
+    t1 = time.perf_counter()
+    planner = Planner(path)
+    return report, planner, {"tqs_s": t1 - t0, "planner_s": time.perf_counter() - t1}
 
 
 def gains_of(report, attr: str = "gain") -> dict[int, float]:
