@@ -116,7 +116,7 @@ class Planner:
         from tvm_tqs.compiler import _group_errors
 
         return _group_errors(
-            self.groups, gains, self.fused, self.rollout, None, seeds, 1, rtn, self.group_size
+            self.groups, gains, self.fused, self.rollout, None, seeds, rtn, self.group_size
         )
 
     def weight_errors2(self) -> dict[str, dict[str, float]]:

@@ -144,6 +144,25 @@ def batch_layouts(mod: tvm.IRModule, batch: int, probe: tvm.IRModule, probe_batc
     return layouts
 
 
+def whole_tensor_layouts(mod: tvm.IRModule) -> list[SiteLayout]:
+    """Every call site's float results taken whole, as one row: the layouts of a module whose batch rows
+    are not scored independently (each row of a scoring execution is then its own call of the module)."""
+    from tvm_tqs.graph import call_sites
+
+    layouts = []
+    for index, b in enumerate(call_sites(mod)):
+        fields, reasons = [], []
+        for ty in _tensor_types(b.var.ty):
+            if not str(ty.dtype).startswith("float"):
+                reasons.append(f"its result is {ty.dtype}, not floating point")
+                continue
+            shape = _shape(ty)
+            fields.append(FieldLayout(shape, 1, int(np.prod(shape, dtype=np.int64))))
+        skipped = None if fields else ("; ".join(dict.fromkeys(reasons)) or "it has no tensor result")
+        layouts.append(SiteLayout(index, tuple(fields), skipped))
+    return layouts
+
+
 # ------------------------------------------------------------------------------------------------
 # The plan: what the runtime inputs mean
 
@@ -166,9 +185,10 @@ class WeightSlot:
 class PerturbPlan:
     """How to drive a perturbed module: stored as JSON in its ``tvm_tqs.perturb`` attribute.
 
-    ``main(window, tqs_scale[batch, columns], tqs_noise[batch, noise_width])`` in output mode,
-    ``main(window, tqs_scale[batch, columns], tqs_dweight[dweight_size])`` in weight mode. Column ``k`` of
-    the scale belongs to call site ``k`` of the unperturbed module (``FusedOp.index``).
+    ``main(*inputs, tqs_scale[batch, columns], tqs_noise[batch, noise_width])`` in output mode,
+    ``main(*inputs, tqs_scale[batch, columns], tqs_dweight[dweight_size])`` in weight mode. Column ``k`` of
+    the scale belongs to call site ``k`` of the unperturbed module (``FusedOp.index``); ``batch`` is the
+    number of rows the perturbation tells apart (1 when every site's result is taken whole).
     """
 
     mode: Literal["output", "weight"]
@@ -473,16 +493,23 @@ class PerturbSites:
     mode : {"output", "weight"}
     sites : sequence of int, optional
         Sites to perturb (default: every site that can be). Columns of ``tqs_scale`` stay one per call site.
+    batch : int, optional
+        Rows of ``tqs_scale`` (default: the first input's batch); 1 with `whole_tensor_layouts`.
     """
 
     def __init__(
-        self, layouts: Sequence[SiteLayout], mode: str = "output", sites: Sequence[int] | None = None
+        self,
+        layouts: Sequence[SiteLayout],
+        mode: str = "output",
+        sites: Sequence[int] | None = None,
+        batch: int | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.layouts = list(layouts)
         self.mode = mode
         self.sites = None if sites is None else sorted(set(int(s) for s in sites))
+        self.batch = batch
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         from tvm_tqs.graph import call_sites
@@ -491,10 +518,8 @@ class PerturbSites:
         if len(bindings) != len(self.layouts):
             raise ValueError(f"{len(self.layouts)} layouts for a module with {len(bindings)} call sites")
         main = mod["main"]
-        window = main.params[0]
-        if len(main.params) != 1:
-            raise ValueError(f"main must take exactly one input (the window); it takes {len(main.params)}")
-        batch = int(window.ty.shape.values[0])
+        params = list(main.params)
+        batch = self.batch if self.batch is not None else int(params[0].ty.shape.values[0])
         wanted = set(range(len(bindings))) if self.sites is None else set(self.sites)
         skipped: dict[int, str] = {}
         layouts: dict[int, SiteLayout] = {}
@@ -540,9 +565,13 @@ class PerturbSites:
         inserter = _Inserter(mod, plan, layouts, site_of, scale, noise)
         body = inserter.visit_expr(main.body)
         attrs = dict(main.attrs) if main.attrs is not None else {}
-        attrs["num_input"] = 3
+        attrs["num_input"] = len(params) + 2
         new_main = relax.Function(
-            [window, scale, noise], body, main.ret_ty, main.is_pure, tvm.ir.make_node("ir.DictAttrs", **attrs)
+            [*params, scale, noise],
+            body,
+            main.ret_ty,
+            main.is_pure,
+            tvm.ir.make_node("ir.DictAttrs", **attrs),
         )
         built = inserter.builder_.get()
         # A fresh, correctly typed GlobalVar for the new main (the old one's type has one parameter).

@@ -85,3 +85,90 @@ def with_unsupported_ops() -> onnx.ModelProto:
         ],
         [W, R, W2, axes],
     )
+
+
+def shape_arithmetic_pad(lookback: int = 8, channels: int = 2, horizon: int = 4) -> onnx.ModelProto:
+    """A causal left pad whose pads are computed from the input's shape, as torch's legacy exporter writes
+    every ``F.pad``: ``Shape -> Gather -> Sub -> Concat -> Pad``. TVM's importer refuses the pads as
+    dynamic; with the batch bound they are constant."""
+    rng = np.random.default_rng(0)
+    pad = lookback - 5
+    nodes = [
+        helper.make_node("Shape", ["window"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["length"], axis=0),
+        helper.make_node("Sub", ["length", "five"], ["left"]),
+        helper.make_node(
+            "ConstantOfShape", ["four"], ["zeros"], value=helper.make_tensor("v", TensorProto.INT64, [1], [0])
+        ),
+        helper.make_node("Concat", ["zero", "left", "zeros"], ["pads"], axis=0),
+        helper.make_node("Pad", ["window", "pads"], ["padded"]),
+        helper.make_node("Transpose", ["padded"], ["by_channel"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["by_channel", "w"], ["y"]),
+        helper.make_node("Transpose", ["y"], ["forecast"], perm=[0, 2, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([5], np.int64), "five"),
+        numpy_helper.from_array(np.array([4], np.int64), "four"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(rng.standard_normal((lookback + pad, horizon)).astype(np.float32) * 0.2, "w"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shape_arithmetic_pad",
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", lookback, channels])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", horizon, channels])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def every_aux_policy(lookback: int = 8, horizon: int = 4, channels: int = 2) -> onnx.ModelProto:
+    """A forecaster with one auxiliary input per policy, each of which changes the forecast:
+    ``cov`` [B, L] float (supplied), ``mask`` [B, L] bool (observed_mask), ``step`` [B, L] int64 (time),
+    ``level`` [B, 1] float (constant); window [B, L, C] -> forecast [B, H, C]."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Transpose", ["window"], ["x"], perm=[0, 2, 1]),
+        helper.make_node("Unsqueeze", ["cov", "axis1"], ["cov3"]),
+        helper.make_node("Mul", ["cov3", "half"], ["cov_half"]),
+        helper.make_node("Add", ["x", "cov_half"], ["x2"]),
+        helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis1"], ["mask3"]),
+        helper.make_node("Mul", ["x2", "mask3"], ["x3"]),
+        helper.make_node("Cast", ["step"], ["stepf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["stepf", "hundredth"], ["steps"]),
+        helper.make_node("Unsqueeze", ["steps", "axis1"], ["step3"]),
+        helper.make_node("Add", ["x3", "step3"], ["x4"]),
+        helper.make_node("Unsqueeze", ["level", "axis1"], ["level3"]),
+        helper.make_node("Add", ["x4", "level3"], ["x5"]),
+        helper.make_node("MatMul", ["x5", "w"], ["y"]),
+        helper.make_node("Transpose", ["y"], ["forecast"], perm=[0, 2, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "hundredth"),
+        numpy_helper.from_array(rng.standard_normal((lookback, horizon)).astype(np.float32) * 0.3, "w"),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", lookback, channels]),
+        helper.make_tensor_value_info("cov", TensorProto.FLOAT, ["batch", lookback]),
+        helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", lookback]),
+        helper.make_tensor_value_info("step", TensorProto.INT64, ["batch", lookback]),
+        helper.make_tensor_value_info("level", TensorProto.FLOAT, ["batch", 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "every_aux_policy",
+        inputs,
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", horizon, channels])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

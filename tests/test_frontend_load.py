@@ -89,12 +89,19 @@ def test_unsupported_ops_are_all_listed_at_once():
     assert "\n" not in message
 
 
-def test_dynamic_dim_without_shape_names_input_and_dim(model_path):
+def test_symbolic_batch_binds_to_one_everywhere_other_dynamic_dims_are_named(model_path, tmp_path):
+    # load, inspect, score and compile bind a symbolic batch the same way: 1 unless input_shapes says.
+    mod = tvm_tqs.load(model_path)
+    assert [int(d) for d in mod["main"].params[0].ty.shape.values] == [1, 16, 2]
+    assert [int(d) for d in tvm_tqs.load(model_path, {"batch": 3})["main"].params[0].ty.shape.values][0] == 3
+    assert tvm_tqs.inspect(model_path)[0].inputs[0].shape[0] == 1
+    model = onnx.load(str(model_path))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "time"
     with pytest.raises(MissingShapeError) as info:
-        tvm_tqs.load(model_path)
+        tvm_tqs.load(model)
     message = str(info.value)
-    assert "input 'window' dimension 0 ('batch') is dynamic" in message
-    assert "input_shapes={'batch': N}" in message
+    assert "input 'window' dimension 1 ('time') is dynamic" in message
+    assert "input_shapes={'time': N}" in message
 
 
 @pytest.mark.parametrize(
@@ -123,3 +130,24 @@ def test_loaded_module_computes_like_onnxruntime(model_path):
     expected = ort.InferenceSession(str(model_path)).run(None, {"window": x})[0]
     got = Runner(build(tvm_tqs.load(model_path, {"batch": 3})))(x)[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_shape_arithmetic_the_importer_refuses_is_folded_once_shapes_are_bound():
+    ort = pytest.importorskip("onnxruntime")
+    from onnx_builders import shape_arithmetic_pad
+
+    from tvm_tqs.frontend.fold import fold_constants
+    from tvm_tqs.runtime import Runner, build
+
+    model = shape_arithmetic_pad()
+    folded, count = fold_constants(model, {"window": [3, 8, 2]})
+    assert count == 5 and [n.op_type for n in folded.graph.node] == [
+        "Pad",
+        "Transpose",
+        "MatMul",
+        "Transpose",
+    ]
+    x = np.random.default_rng(1).standard_normal((3, 8, 2)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"window": x})[0]
+    got = Runner(build(tvm_tqs.load(model, {"batch": 3})))(x)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)

@@ -98,8 +98,8 @@ def test_rollout_of_a_linear_model_matches_the_closed_form():
     rng = np.random.default_rng(0)
     context = rng.standard_normal((4, 6, 3)).astype(np.float32)
 
-    def persistence(w):
-        return np.repeat(w[:, -1:, :], 3, axis=1)
+    def persistence(inputs):
+        return np.repeat(inputs["window"][:, -1:, :], 3, axis=1)
 
     out = s.rollout(persistence, context, steps=7)
     assert out.shape == (4, 7, 3)
@@ -110,4 +110,4 @@ def test_rollout_of_a_linear_model_matches_the_closed_form():
 def test_context_shape_errors_name_the_input():
     s = spec()
     with pytest.raises(RolloutSpecError, match=r"context for input 'window' must have shape \[batch, 6, 3\]"):
-        s.rollout(lambda w: w, np.zeros((1, 5, 3), np.float32), steps=2)
+        s.rollout(lambda inputs: inputs, np.zeros((1, 5, 3), np.float32), steps=2)

@@ -20,7 +20,7 @@ def test_one_function_rollout_matches_the_python_loop(method):
     spec = rollout_spec_of(mod)
     x = np.random.default_rng(0).standard_normal((3, 16, 2)).astype(np.float32)
     step = Runner(build(mod))
-    expected = spec.rollout(lambda w: step(w)[0], x, steps=10)  # 3 calls of 4, trimmed to 10
+    expected = spec.rollout(lambda f: step(f["window"])[0], x, steps=10)  # 3 calls of 4, trimmed to 10
     rollout = compile_rollout(mod, spec, 10, method=method)
     assert rollout.method == method
     got = rollout(x)
@@ -37,7 +37,7 @@ def test_partial_targets_and_exogenous_channels(exogenous):
     x = rng.standard_normal((2, 10, 3)).astype(np.float32)
     exog = rng.standard_normal((2, 8, 1)).astype(np.float32) if exogenous == "supplied" else None
     step = Runner(build(mod))
-    expected = spec.rollout(lambda w: step(w)[0], x, steps=7, exog=exog)
+    expected = spec.rollout(lambda f: step(f["window"])[0], x, steps=7, exog=exog)
     for method in ("unrolled", "recursive"):
         got = compile_rollout(mod, spec, 7, method=method)(x, exog=exog)
         np.testing.assert_array_equal(got, expected)
@@ -62,5 +62,56 @@ def test_window_shape_mismatch_is_reported():
     mod = fuse(mlp_forecaster(lookback=16, horizon=4, channels=2), {"batch": 2})
     spec = rollout_spec_of(mod)
     wrong = type(spec)(**{**spec.to_dict(), "lookback": 12, "stride": 4})
-    with pytest.raises(RolloutSpecError, match=r"expects window input 'window' of shape \[batch, 12, 2\]"):
+    with pytest.raises(RolloutSpecError, match=r"expects window input 'window' of shape \[2, 12, 2\]"):
         rollout_module(mod, wrong, 8)
+
+
+@pytest.mark.parametrize("method", ["unrolled", "recursive"])
+def test_every_aux_policy_in_relax_equals_the_numpy_reference_on_onnxruntime(method):
+    ort = pytest.importorskip("onnxruntime")
+    from onnx_builders import every_aux_policy
+
+    from tvm_tqs.contract import RolloutSpec
+
+    model = every_aux_policy()
+    spec = RolloutSpec.from_dict(
+        {
+            "version": 2,
+            "window_input": "window",
+            "forecast_output": "forecast",
+            "lookback": 8,
+            "horizon": 4,
+            "channels": 2,
+            "target_channels": [0, 1],
+            "stride": 3,
+            "aux_inputs": [
+                {"name": "cov", "policy": "supplied", "time_axis": 1},
+                {"name": "mask", "policy": "observed_mask", "time_axis": 1},
+                {"name": "step", "policy": "time", "time_axis": 1},  # step: the last difference
+                {"name": "level", "policy": "constant"},
+            ],
+        }
+    )
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 8, 2)).astype(np.float32)
+    aux = {
+        "cov": rng.standard_normal((2, 8)).astype(np.float32),
+        "mask": rng.random((2, 8)) > 0.3,
+        "step": np.stack([np.arange(8) * 2, np.arange(8) + 5]).astype(np.int64),
+        "level": rng.standard_normal((2, 1)).astype(np.float32),
+    }
+    future = {"cov": rng.standard_normal((2, 12)).astype(np.float32)}
+    sess = ort.InferenceSession(model.SerializeToString())
+    seen = []
+
+    def run(feeds):
+        seen.append(feeds)
+        return sess.run(None, feeds)[0]
+
+    expected = spec.rollout(run, x, steps=10, aux=aux, aux_future=future)
+    np.testing.assert_array_equal(seen[1]["step"][0], np.arange(3, 11) * 2)  # advanced by its own step
+    assert seen[1]["mask"][:, -3:].all() and seen[1]["mask"].dtype == bool
+    np.testing.assert_array_equal(seen[1]["cov"][:, -3:], future["cov"][:, :3])
+    mod = fuse(model, {"batch": 2}, rollout=spec)
+    got = compile_rollout(mod, spec, 10, method=method)(x, aux=aux, aux_future=future)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

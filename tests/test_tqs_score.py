@@ -109,9 +109,24 @@ def test_exogenous_supplied_model_scores_data_free():
     assert all(s.status == "ok" for s in rep.sites)
 
 
-def test_batch_minor_layout_is_refused_with_the_sites_named():
-    with pytest.raises(TQSError, match=r"changed other rows at sites \[\d+.*not batch-major"):
-        tvm_tqs.score(channel_independent(batch_minor=True), horizon=8, seeds=2, linearity=False)
+@pytest.mark.parametrize("mode", ["output", "weight"])
+def test_batch_minor_sites_fall_back_to_repeated_calls(mode):
+    # [C*B, L]: the batch is the minor factor of a merged axis, so batch rows cannot be scored apart. The
+    # isolation probe names the sites; every site is then scored by one call of the model per row.
+    model = channel_independent(batch_minor=True)
+    with pytest.raises(TQSError, match=r"rows path cannot score.*changed other rows at sites \[\d+"):
+        tvm_tqs.score(model, horizon=8, seeds=2, linearity=False, mode=mode, path="rows")
+    rep = tvm_tqs.score(model, horizon=8, seeds=2, linearity=False, mode=mode)
+    assert rep.path == "calls" and "changed other rows at sites" in rep.path_reason
+    assert any("calls path" in n for n in rep.notes)
+    # The same model scored as a batch-major twin (same weights, rows kept apart) gives the same scores.
+    twin = tvm_tqs.score(channel_independent(), horizon=8, seeds=2, linearity=False, mode=mode)
+    assert twin.path == "rows"
+    head = [s for s in rep.sites if s.anchor == "matmul"]
+    twin_head = [s for s in twin.sites if s.anchor == "matmul"]
+    assert len(head) == len(twin_head) == 1 and head[0].status == "ok"
+    if mode == "weight":  # output noise is drawn per site index, which differs between the two graphs
+        np.testing.assert_allclose(head[0].curve, twin_head[0].curve, rtol=1e-5)
 
 
 def test_bad_arguments():

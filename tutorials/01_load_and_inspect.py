@@ -27,5 +27,5 @@ print(fused_op_table(ops))
 # 3. Compile the fused graph for this host and roll the model out for 4 calls from a synthetic window.
 runner = Runner(build(fuse(path, {"batch": 1})))
 context = np.random.default_rng(0).standard_normal((1, *spec.window_shape)).astype(np.float32)
-trajectory = spec.rollout(lambda w: runner(w)[0], context, steps=4 * spec.stride)
+trajectory = spec.rollout(lambda inputs: runner(inputs[spec.window_input])[0], context, steps=4 * spec.stride)
 print("rollout:", trajectory.shape)

@@ -54,6 +54,8 @@ class CompiledModel:
     trace: tuple = ()
     pareto: dict | None = None
     source: str = ""
+    inputs: tuple = ()  # (ONNX name, shape, dtype) of every model input, in call order
+    outputs: tuple = ()  # ONNX names of the model's outputs, in order
     _vm: object = field(default=None, repr=False)
 
     # -- running (targets that run on this host) --------------------------------------------------
@@ -77,15 +79,64 @@ class CompiledModel:
         from .runtime import _to_numpy
 
         vm = self._machine()
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in inputs]
+        dtypes = [dtype for _, _, dtype in self.inputs] or ["float32"] * len(inputs)
+        if len(inputs) != len(dtypes):
+            raise TQSError(
+                f"the model takes {len(dtypes)} inputs ({[n for n, _, _ in self.inputs]}); got {len(inputs)}"
+            )
+        args = [
+            tvm.runtime.tensor(np.ascontiguousarray(x, dtype=d)) for x, d in zip(inputs, dtypes, strict=True)
+        ]
         return _to_numpy(vm["main"](*args))
 
-    def rollout(self, context: np.ndarray, horizon: int, exog: np.ndarray | None = None) -> np.ndarray:
-        """Autoregressive rollout of `horizon` steps from `context` ``[batch, lookback, channels]`` following
-        the model's rollout contract; returns ``[batch, horizon, targets]``."""
-        if self.rollout_spec is None:
+    def run_named(self, feeds: dict) -> dict:
+        """Run `main` once on ``{input name: array}`` (ONNX names); returns ``{output name: array}``."""
+        missing = [n for n, _, _ in self.inputs if n not in feeds]
+        if missing:
+            raise TQSError(f"run_named() is missing the inputs {missing}")
+        outs = self.run(*(feeds[n] for n, _, _ in self.inputs))
+        return dict(zip(self.outputs, outs, strict=False))
+
+    def rollout(
+        self,
+        context: np.ndarray,
+        horizon: int,
+        exog: np.ndarray | None = None,
+        aux: dict | None = None,
+        aux_future: dict | None = None,
+    ) -> np.ndarray:
+        """Autoregressive rollout of `horizon` steps from `context` ``[batch, lookback, channels]`` (the
+        canonical layout) following the model's rollout contract; returns ``[batch, horizon, targets]``.
+
+        `aux` gives the initial auxiliary inputs (default: their data-free values) and `aux_future` the
+        future of the supplied ones. A context with more rows than the model's (fixed) batch runs in
+        chunks of that batch."""
+        spec = self.rollout_spec
+        if spec is None:
             raise TQSError("this model has no rollout contract (RolloutSpec); use run()")
-        return self.rollout_spec.rollout(lambda w: self.run(w)[0], context, horizon, exog)
+        spec.check_context(context)
+        sigs = {n: (tuple(s), d) for n, s, d in self.inputs}
+        window_dtype = sigs[spec.window_input][1]
+        b = sigs[spec.window_input][0][0]
+        rows = len(context)
+        if aux is None or aux_future is None:
+            aux = spec.default_aux(sigs, rows) if aux is None else aux
+            steps = spec.calls(horizon) * spec.stride
+            aux_future = spec.default_future(sigs, rows, steps) if aux_future is None else aux_future
+        out = []
+        for start in range(0, rows, b):
+            idx = np.arange(start, start + b) % rows if rows % b else np.arange(start, start + b)
+            piece = spec.rollout(
+                self.run_named,
+                np.asarray(context)[idx],
+                horizon,
+                None if exog is None else np.asarray(exog)[idx],
+                {k: np.asarray(v)[idx] for k, v in aux.items()},
+                {k: np.asarray(v)[idx] for k, v in aux_future.items()},
+                window_dtype,
+            )
+            out.append(piece[: min(b, rows - start)])
+        return np.concatenate(out)
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -44,7 +44,7 @@ def _cmd_inspect(args) -> int:
     from .graph import inspect
     from .report.text import fused_op_table
 
-    ops = inspect(args.model, target=args.target, input_shapes=_input_shapes(args))
+    ops = inspect(args.model, target=args.target, input_shapes=_input_shapes(args), rollout=args.rollout)
     if args.json:
         print(json.dumps([op.to_dict() for op in ops], indent=2))
     else:
@@ -136,6 +136,9 @@ def _cmd_score(args) -> int:
         linearity=not args.no_linearity,
         batch=args.batch,
         progress=progress,
+        input_shapes=_parse_shapes(args.shape),
+        rollout=args.rollout,
+        path=args.path,
     )
     if args.json:
         write_text_atomic(args.json, report.to_json(indent=1))
@@ -169,6 +172,7 @@ def _cmd_compile(args) -> int:
         uniform=args.uniform,
         input_shapes=_parse_shapes(args.shape),
         batch=args.batch,
+        rollout=args.rollout,
         horizon=args.horizon,
         seeds=args.seeds,
         runner=args.runner,
@@ -192,6 +196,35 @@ def _cmd_compile(args) -> int:
     return 0
 
 
+def _cmd_rollout(args) -> int:
+    from .contract import METADATA_KEY
+    from .frontend.load import import_onnx, read_onnx, require_rollout_spec
+
+    proto, source = read_onnx(args.model)
+    mod = import_onnx(proto, _input_shapes(args), source, rollout=args.rollout)
+    spec = require_rollout_spec(mod, source)
+    if args.rollout:
+        origin = f"from --rollout {args.rollout}"
+    elif any(p.key == METADATA_KEY for p in proto.metadata_props):
+        origin = "attached to the model (metadata key 'tvm_tqs.rollout')"
+    else:
+        origin = "inferred from the model's inputs and outputs"
+    text = json.dumps(spec.to_dict(), indent=2, sort_keys=True)
+    if args.json:
+        print(text)
+    else:
+        print(f"rollout contract of {args.model} ({origin}; checked against the model):\n{text}")
+    return 0
+
+
+def _add_rollout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rollout",
+        metavar="JSON",
+        help="rollout contract file (docs/rollout.md); overrides the one attached to or inferred from the model",
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser, target: str = "x86") -> None:
     p.add_argument("model", nargs="?", help="ONNX model file (or --example)")
     p.add_argument("--example", action="store_true", help="use the example model shipped in the package")
@@ -211,6 +244,7 @@ def _add_model_args(p: argparse.ArgumentParser, target: str = "x86") -> None:
         default=1,
         help="value for symbolic leading (batch) dims not set by --shape; default 1",
     )
+    _add_rollout_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-linearity", action="store_true", help="skip the eps/2 linearity check")
     p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="static value for a symbolic dim other than the batch (seq=96) or an input's full shape",
+    )
+    _add_rollout_arg(p)
+    p.add_argument(
+        "--path",
+        choices=["auto", "rows", "calls"],
+        default="auto",
+        help="rows of an execution as batch rows of one call (rows) or one call each (calls); default auto",
+    )
+    p.add_argument(
         "--batch", type=int, default=None, help="rows per compiled rollout; default automatic (<= 128)"
     )
     p.add_argument("--top", type=int, default=None, help="show only the N highest-ranked sites")
@@ -288,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("rollout", help="print the rollout contract in use (attached, inferred or --rollout)")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print only the contract's JSON")
+    p.set_defaults(func=_cmd_rollout)
 
     p = sub.add_parser("targets", help="list the registered hardware targets")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

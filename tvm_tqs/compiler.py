@@ -23,7 +23,7 @@ import numpy as np
 from .artifact import CompiledModel
 from .error_model import BITS, INT4_GROUP, activation_error, crest_factor, group_error2, weight_error
 from .errors import TQSError
-from .frontend.load import ModelLike, batch_shapes, read_onnx
+from .frontend.load import ModelLike, bind_shapes, read_onnx
 from .plan import Plan, SitePlan
 from .quantizers import rtn
 from .solver import Budget, Group, Option, solve
@@ -64,13 +64,28 @@ def _fixed_float_bytes(ops, quantizable_ids: set[str]) -> float:
     return float(sum(seen.values()))
 
 
-def _activation_crests(fused, sites: list[int], contexts: np.ndarray, batch: int) -> dict[int, float]:
+def _model_feeds(mod, spec, windows: np.ndarray) -> list[np.ndarray]:
+    """`main`'s inputs for canonical `windows` (one chunk of the module's batch): the window in the model's
+    layout and dtype, the auxiliary inputs at their data-free values."""
+    from .frontend.load import model_signatures
+    from .rollout import io_names
+
+    names, outputs = io_names(mod)
+    inputs, _ = model_signatures(mod, outputs)
+    feeds = spec.default_aux(inputs, len(windows))
+    feeds[spec.window_input] = spec.to_model_window(windows, inputs[spec.window_input][1])
+    return [feeds[n] for n in names]
+
+
+def _activation_crests(fused, spec, sites: list[int], contexts: np.ndarray) -> dict[int, float]:
     """Crest factor of each site's input over data-free contexts (run in chunks of the module's batch)."""
     from .graph import expose_site_inputs
+    from .rollout import _MainIO
     from .runtime import Runner, build
 
     if not sites:
         return {}
+    batch = _MainIO(fused, spec).batch
     runner = Runner(build(expose_site_inputs(fused, sites)))
     captured: dict[int, list[np.ndarray]] = {s: [] for s in sites}
     for start in range(0, len(contexts), batch):
@@ -78,7 +93,7 @@ def _activation_crests(fused, sites: list[int], contexts: np.ndarray, batch: int
         real = len(chunk)
         if real < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
-        outs = runner(chunk.astype(np.float32))
+        outs = runner(*_model_feeds(fused, spec, chunk.astype(np.float32)))
         tail = outs[len(outs) - len(sites) :]
         for s, x in zip(sites, tail, strict=True):
             # Padding rows would weigh context 0 in the crest (plans changed with compile's batch=).
@@ -118,6 +133,7 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
     uniform: str | None = None,
     input_shapes: Mapping | None = None,
     batch: int = 1,
+    rollout=None,
     horizon: int = 96,
     seeds: int = 8,
     contexts: np.ndarray | None = None,
@@ -148,6 +164,8 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
         The same precision for every quantizable site (a baseline).
     input_shapes, batch
         Static shapes (see `load`); symbolic leading (batch) dims not given default to `batch`.
+    rollout : RolloutSpec, dict or path, optional
+        The rollout contract, overriding the model's own (see `load`).
     horizon, seeds, contexts
         TQS settings (`tvm_tqs.score`); `tqs_report` reuses an earlier weight-mode report instead.
     runner : str or Runner, optional
@@ -162,10 +180,17 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
         Default: the on-disk cache (``$TVM_TQS_LATENCY_CACHE`` or ``~/.cache/tvm_tqs/latency.jsonl``).
     progress : callable(done, total, what), optional
     """
-    from .frontend.load import import_onnx, rollout_spec_of
+    from .frontend.load import (
+        as_rollout_spec,
+        import_onnx,
+        model_signatures,
+        require_rollout_spec,
+        rollout_spec_of,
+    )
     from .graph import fused_ops
     from .passes.fuse import fuse_pipeline
     from .passes.quantize import kernel_set_for, quantizable_sites
+    from .rollout import io_names
     from .solver import parse_budget
     from .targets.registry import get_target
 
@@ -174,10 +199,8 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
     if plan is None and uniform is None and budget is None:
         raise TQSError("compile() needs a budget (or a forced plan= / uniform= precision)")
     proto, source = read_onnx(model)
-    shapes = dict(input_shapes or {})
-    for name, value in batch_shapes(proto, batch).items():
-        shapes.setdefault(name, value)
-    mod = import_onnx(proto, shapes, source)
+    given_rollout = as_rollout_spec(rollout)
+    mod = import_onnx(proto, bind_shapes(proto, input_shapes, batch), source, rollout=given_rollout)
     rollout = rollout_spec_of(mod)
     fused = fuse_pipeline()(mod)
     ops = fused_ops(fused)
@@ -202,19 +225,25 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
         method, optimal = ("forced" if plan is not None else f"uniform-{uniform}"), False
         errors2 = {}
     else:
-        if rollout is None:
-            raise TQSError(f"{source} has no rollout contract; attach a RolloutSpec to plan with TQS")
+        rollout = require_rollout_spec(mod, source)
         if report is None:
             from .tqs import score
 
             report = score(
-                proto, horizon=horizon, seeds=seeds, mode="weight", contexts=contexts, progress=progress
+                proto,
+                horizon=horizon,
+                seeds=seeds,
+                mode="weight",
+                contexts=contexts,
+                progress=progress,
+                input_shapes=input_shapes,
+                rollout=rollout,
             )
         gains = {
             s.site: (s.gain if s.status == "ok" else (0.0 if s.status == "no effect" else math.inf))
             for s in report.sites
         }
-        errors2 = _group_errors(groups, gains, fused, rollout, contexts, seeds, batch, quantizer, group_size)
+        errors2 = _group_errors(groups, gains, fused, rollout, contexts, seeds, quantizer, group_size)
         if budget.latency_ms is not None or runner is not None:
             table, runner = _latency_table(fused, mod, spec, groups, runner, latency_cache, progress)
         precisions, method, optimal = _solve(
@@ -253,6 +282,9 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
             groups, ops, errors2, budget, fixed_bytes, fixed_bops, table, group_size, solver
         )
 
+    _, output_names = io_names(mod)
+    inputs, _ = model_signatures(mod, output_names)
+    outputs = output_names
     pareto = None
     if errors2:
         pareto = _pareto(groups, ops, errors2, fixed_bytes, fixed_bops, table, group_size)
@@ -280,6 +312,8 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
         trace=tuple(trace),
         pareto=pareto,
         source=source,
+        inputs=tuple((n, list(s), d) for n, (s, d) in inputs.items()),
+        outputs=tuple(outputs),
     )
 
 
@@ -313,11 +347,11 @@ def _groups(ops, weighted: Mapping, spec) -> list[_Group]:
     return groups
 
 
-def _group_errors(groups, gains, fused, rollout, contexts, seeds, batch, quantizer, group_size):
+def _group_errors(groups, gains, fused, rollout, contexts, seeds, quantizer, group_size):
     from .contexts import SyntheticContexts
 
     ctx = contexts if contexts is not None else SyntheticContexts().make(rollout, max(seeds, 1), seed=0)
-    crests = _activation_crests(fused, sorted({s for g in groups for s in g.sites}), ctx, batch)
+    crests = _activation_crests(fused, rollout, sorted({s for g in groups for s in g.sites}), ctx)
     out = {}
     for g in groups:
         site_gains = [gains.get(s, math.inf) for s in g.sites]

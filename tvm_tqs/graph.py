@@ -120,9 +120,9 @@ class FusedOp:
         )
 
 
-def fuse(model: ModelLike, input_shapes: InputShapes | None = None) -> tvm.IRModule:
+def fuse(model: ModelLike, input_shapes: InputShapes | None = None, *, rollout=None) -> tvm.IRModule:
     """Load `model` and run the fusion pipeline: the compiled graph every other stage works on."""
-    mod = load(model, input_shapes)
+    mod = load(model, input_shapes, rollout=rollout)
     if _is_fused(mod):
         return mod
     return fuse_pipeline()(mod)
@@ -241,7 +241,11 @@ def expose_site_inputs(mod: tvm.IRModule, sites: list[int]) -> tvm.IRModule:
 
 
 def inspect(
-    model: ModelLike, target: str | TargetSpec = "x86", input_shapes: InputShapes | None = None
+    model: ModelLike,
+    target: str | TargetSpec = "x86",
+    input_shapes: InputShapes | None = None,
+    *,
+    rollout=None,
 ) -> list[FusedOp]:
     """The fused ops of `model` as compiled for `target`: one entry per call site in `main`.
 
@@ -253,7 +257,9 @@ def inspect(
         Registered target name (`tvm-tqs targets`). Fusion is target-independent today; the name is
         validated so the table describes a graph that can be built for it.
     input_shapes : mapping, optional
-        Static values for dynamic dimensions (see `load`).
+        Static values for dynamic dimensions (see `load`; symbolic batch dimensions default to 1).
+    rollout : RolloutSpec, dict or path, optional
+        The rollout contract (see `load`); the table does not need one, but a given one is checked.
     """
     get_target(target)
-    return fused_ops(fuse(model, input_shapes))
+    return fused_ops(fuse(model, input_shapes, rollout=rollout))

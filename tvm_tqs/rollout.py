@@ -1,275 +1,18 @@
-"""The rollout contract: how a forecaster's predictions feed back into its input window.
+"""The compiled rollout: a model's whole autoregressive rollout inside one Relax function.
 
-An autoregressive rollout treats the forecaster as a discrete-time dynamical system on its input
-window: ``window_{n+1} = shift(window_n, model(window_n))``. TQS, evaluation and the compiled rollout
-all read the same `RolloutSpec`, so they agree on what one step of that system is.
-
-Layout is fixed to ``[batch, time, channels]`` for the window and the forecast. One step:
-
-1. run the model on the window ``[B, lookback, channels]`` -> forecast ``[B, horizon, len(target_channels)]``;
-2. keep the first ``stride`` forecast rows;
-3. build ``stride`` new window rows: target channels take the forecast, exogenous channels (all the
-   others) are held at their last observed value (``exogenous="hold"``) or supplied by the caller
-   (``exogenous="supplied"``);
-4. drop the oldest ``stride`` rows of the window and append the new ones.
-
-A model carries its contract as JSON in the ONNX metadata property ``tvm_tqs.rollout``; without it the
-contract is inferred for the common single-input ``[B, L, C] -> [B, H, C]`` shape.
+The contract it follows (`RolloutSpec`: layouts, point selection, auxiliary inputs and their policies)
+lives in `tvm_tqs.contract`; this module writes it as Relax and runs it. TVM is imported inside the
+functions: benchmarks/zoo/build.py reads and writes `RolloutSpec` through this module without TVM.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
+from .contract import METADATA_KEY, AuxInput, RolloutSpec, infer_rollout_spec  # noqa: F401 (re-exported)
 from .errors import RolloutSpecError
-
-METADATA_KEY = "tvm_tqs.rollout"
-
-
-@dataclass(frozen=True)
-class RolloutSpec:
-    """How one autoregressive rollout step runs (see the module docstring).
-
-    Parameters
-    ----------
-    window_input : str
-        Name of the model input that holds the history window ``[batch, lookback, channels]``.
-    forecast_output : str
-        Name of the model output that holds the forecast ``[batch, horizon, len(target_channels)]``.
-    lookback : int
-        Window length L.
-    horizon : int
-        Steps the model predicts per call.
-    channels : int
-        Channels in the window.
-    target_channels : tuple of int
-        Window channels the forecast predicts, in forecast-channel order.
-    stride : int
-        Forecast steps fed back per call (1 <= stride <= horizon).
-    exogenous : {"hold", "supplied"}
-        What non-target channels do over the rollout.
-    channel_mean, channel_std : tuple of float
-        Typical per-channel mean and standard deviation of the windows the model expects (in the model's
-        input units). Data-free initial contexts are generated to match them.
-    """
-
-    window_input: str
-    forecast_output: str
-    lookback: int
-    horizon: int
-    channels: int
-    target_channels: tuple[int, ...]
-    stride: int
-    exogenous: Literal["hold", "supplied"] = "hold"
-    channel_mean: tuple[float, ...] | None = None
-    channel_std: tuple[float, ...] | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "target_channels", tuple(int(c) for c in self.target_channels))
-        for name in ("channel_mean", "channel_std"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(float(v) for v in value))
-        self.validate()
-
-    # -- invariants --------------------------------------------------------------------------------
-    def validate(self) -> None:
-        def bad(msg: str):
-            raise RolloutSpecError(f"invalid rollout spec for input '{self.window_input}': {msg}")
-
-        if self.lookback < 1 or self.horizon < 1 or self.channels < 1:
-            bad(
-                f"lookback, horizon and channels must be >= 1 (got {self.lookback}, {self.horizon}, {self.channels})"
-            )
-        if not 1 <= self.stride <= self.horizon:
-            bad(f"stride must be in [1, horizon={self.horizon}] (got {self.stride})")
-        if self.stride > self.lookback:
-            bad(f"stride {self.stride} exceeds lookback {self.lookback}")
-        if not self.target_channels:
-            bad("target_channels is empty")
-        if len(set(self.target_channels)) != len(self.target_channels):
-            bad(f"target_channels has duplicates: {self.target_channels}")
-        if any(not 0 <= c < self.channels for c in self.target_channels):
-            bad(f"target_channels {self.target_channels} out of range for {self.channels} channels")
-        if self.exogenous not in ("hold", "supplied"):
-            bad(f"exogenous must be 'hold' or 'supplied' (got {self.exogenous!r})")
-        for name in ("channel_mean", "channel_std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != self.channels:
-                bad(f"{name} has {len(value)} entries for {self.channels} channels")
-        if self.channel_std is not None and any(s <= 0 for s in self.channel_std):
-            bad("channel_std entries must be > 0")
-
-    # -- derived -----------------------------------------------------------------------------------
-    @property
-    def exogenous_channels(self) -> tuple[int, ...]:
-        return tuple(c for c in range(self.channels) if c not in self.target_channels)
-
-    @property
-    def window_shape(self) -> tuple[int, int]:
-        """Window shape without the batch dimension."""
-        return (self.lookback, self.channels)
-
-    def calls(self, steps: int) -> int:
-        """Model calls needed to forecast `steps` time steps."""
-        return math.ceil(steps / self.stride)
-
-    # -- serialisation -----------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["target_channels"] = list(self.target_channels)
-        for name in ("channel_mean", "channel_std"):
-            if d[name] is not None:
-                d[name] = list(d[name])
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RolloutSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise RolloutSpecError(
-                f"rollout spec has unknown fields {sorted(unknown)}; known: {sorted(known)}"
-            )
-        try:
-            return cls(**d)
-        except TypeError as err:
-            raise RolloutSpecError(f"rollout spec is incomplete: {err}") from None
-
-    @classmethod
-    def from_json(cls, text: str) -> RolloutSpec:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise RolloutSpecError(f"rollout spec is not valid JSON: {err}") from None
-        return cls.from_dict(d)
-
-    # -- numpy reference of one step and of a whole rollout -----------------------------------------
-    def next_window(
-        self, window: np.ndarray, forecast: np.ndarray, exog: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Shift `stride` forecast rows into `window`.
-
-        Parameters
-        ----------
-        window : [B, lookback, channels]
-        forecast : [B, >= stride, len(target_channels)]
-        exog : [B, stride, len(exogenous_channels)], required when exogenous == "supplied"
-        """
-        s = self.stride
-        rows = np.repeat(window[:, -1:, :], s, axis=1)
-        rows[:, :, list(self.target_channels)] = forecast[:, :s, :]
-        if self.exogenous == "supplied" and self.exogenous_channels:
-            if exog is None:
-                raise RolloutSpecError("exogenous='supplied' needs future exogenous values for every step")
-            rows[:, :, list(self.exogenous_channels)] = exog
-        return np.concatenate([window[:, s:, :], rows], axis=1)
-
-    def rollout(
-        self,
-        model: Callable[[np.ndarray], np.ndarray],
-        context: np.ndarray,
-        steps: int,
-        exog: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Roll `model` out for `steps` time steps from `context`; returns ``[B, steps, len(target_channels)]``.
-
-        `model` maps a window to the forecast output. `exog` (``[B, >= steps, n_exogenous]``) is the
-        future of the exogenous channels when exogenous == "supplied".
-        """
-        self.check_context(context)
-        window = np.asarray(context, dtype=np.float32)
-        pieces = []
-        for n in range(self.calls(steps)):
-            forecast = np.asarray(model(window))
-            pieces.append(forecast[:, : self.stride])
-            step_exog = None if exog is None else exog[:, n * self.stride : (n + 1) * self.stride]
-            window = self.next_window(window, forecast, step_exog)
-        return np.concatenate(pieces, axis=1)[:, :steps]
-
-    def check_context(self, context: np.ndarray) -> None:
-        shape = tuple(np.shape(context))
-        if len(shape) != 3 or shape[1:] != self.window_shape:
-            raise RolloutSpecError(
-                f"context for input '{self.window_input}' must have shape [batch, {self.lookback}, "
-                f"{self.channels}] (batch, lookback, channels); got {list(shape)}"
-            )
-
-    # -- attaching to and reading from ONNX ----------------------------------------------------------
-    def attach(self, model) -> None:
-        """Store this contract in an `onnx.ModelProto`'s metadata (replacing an earlier one)."""
-        props = [p for p in model.metadata_props if p.key != METADATA_KEY]
-        del model.metadata_props[:]
-        model.metadata_props.extend(props)
-        entry = model.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, self.to_json()
-
-    @classmethod
-    def from_onnx(cls, model) -> RolloutSpec:
-        """The contract stored in `model`'s metadata, or one inferred from its single input and output."""
-        for prop in model.metadata_props:
-            if prop.key == METADATA_KEY:
-                return cls.from_json(prop.value)
-        return infer_rollout_spec(model)
-
-
-def _static_dims(value_info) -> list[int | str]:
-    dims = []
-    for d in value_info.type.tensor_type.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
-    return dims
-
-
-def infer_rollout_spec(model) -> RolloutSpec:
-    """Default contract for a single-input ``[B, L, C] -> [B, H, C]`` forecaster: all channels fed back."""
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    outputs = list(model.graph.output)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise RolloutSpecError(
-            f"cannot infer a rollout spec: the model has {len(inputs)} inputs and {len(outputs)} outputs; "
-            f"inference needs exactly one of each. Attach one with RolloutSpec(...).attach(model) "
-            f"(metadata key '{METADATA_KEY}')."
-        )
-    x, y = _static_dims(inputs[0]), _static_dims(outputs[0])
-    if len(x) != 3 or len(y) != 3 or not all(isinstance(d, int) for d in x[1:] + y[1:]):
-        raise RolloutSpecError(
-            f"cannot infer a rollout spec: input '{inputs[0].name}' has shape {x} and output "
-            f"'{outputs[0].name}' has shape {y}; inference needs static [batch, lookback, channels] -> "
-            f"[batch, horizon, channels]. Attach a spec (metadata key '{METADATA_KEY}')."
-        )
-    if x[2] != y[2]:
-        raise RolloutSpecError(
-            f"cannot infer a rollout spec: input '{inputs[0].name}' has {x[2]} channels but output "
-            f"'{outputs[0].name}' has {y[2]}, so which channels are predicted is ambiguous. Attach a spec "
-            f"with target_channels (metadata key '{METADATA_KEY}')."
-        )
-    return RolloutSpec(
-        window_input=inputs[0].name,
-        forecast_output=outputs[0].name,
-        lookback=x[1],
-        horizon=y[1],
-        channels=x[2],
-        target_channels=tuple(range(x[2])),
-        stride=min(y[1], x[1]),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# The compiled rollout: the whole horizon inside one Relax function.
-#
-# TVM is imported inside the functions below: benchmarks/zoo/build.py loads this module on its own,
-# without TVM, to read and write RolloutSpec.
 
 ROLLOUT_FUNC = "rollout"
 ROLLOUT_METHODS = ("auto", "unrolled", "recursive")
@@ -277,88 +20,230 @@ ROLLOUT_METHODS = ("auto", "unrolled", "recursive")
 # costs a few bindings per call (the model itself is one function called each time), so the limit only
 # keeps the Relax function short.
 UNROLL_MAX_CALLS = 64
+# Module attributes `tvm_tqs.load` writes: the ONNX names of main's inputs and outputs, in order (TVM's
+# importer renames inputs such as "input.1" to "input_1", so parameters are matched by position).
+INPUT_NAMES_ATTR = "tvm_tqs.inputs"
+OUTPUT_NAMES_ATTR = "tvm_tqs.outputs"
 
 
-def _window_var(main, spec: RolloutSpec):
-    if not main.params:
-        raise RolloutSpecError("the model's main function takes no input")
-    window = main.params[0]
-    shape = tuple(int(d) for d in window.ty.shape.values)
-    if len(shape) != 3 or shape[1:] != spec.window_shape:
-        raise RolloutSpecError(
-            f"the model's first input '{window.name}' has shape {list(shape)}, but the rollout spec expects "
-            f"window input '{spec.window_input}' of shape [batch, {spec.lookback}, {spec.channels}]"
+def io_names(mod) -> tuple[list[str], list[str]]:
+    """ONNX names of `main`'s inputs and outputs (parameter / field order); the Relax names without them."""
+    attrs = mod.attrs or {}
+    main = mod["main"]
+    if INPUT_NAMES_ATTR in attrs:
+        inputs = json.loads(str(attrs[INPUT_NAMES_ATTR]))
+        outputs = json.loads(str(attrs[OUTPUT_NAMES_ATTR]))
+        return inputs, outputs
+    n_out = len(main.ret_ty.fields) if hasattr(main.ret_ty, "fields") else 1
+    # A module built by hand: its own parameter names, without the perturbation inputs (tqs_*).
+    return [p.name for p in main.params if not p.name.startswith("tqs_")], [
+        f"output{i}" for i in range(n_out)
+    ]
+
+
+def _shape(ty) -> tuple[int, ...]:
+    return tuple(int(d) for d in ty.shape.values)
+
+
+class _MainIO:
+    """Where the window, the auxiliary inputs and the pass-through inputs sit among `main`'s parameters."""
+
+    def __init__(self, mod, spec: RolloutSpec):
+        from tvm import relax
+
+        main = mod["main"]
+        names, outputs = io_names(mod)
+        params = list(main.params)
+        self.model_params = params[: len(names)]
+        self.extra_params = params[len(names) :]  # e.g. the perturbation inputs of passes.perturb
+        self.names = names
+        by_name = dict(zip(names, self.model_params, strict=True))
+        if spec.window_input not in by_name:
+            raise RolloutSpecError(
+                f"the rollout contract's window input '{spec.window_input}' is not an input of the model "
+                f"(inputs: {names})"
+            )
+        window = by_name[spec.window_input]
+        shape = _shape(window.ty)
+        self.batch = shape[0]
+        if shape != spec.model_window_shape(self.batch):
+            raise RolloutSpecError(
+                f"the model's input '{spec.window_input}' has shape {list(shape)}, but the rollout spec "
+                f"expects window input '{spec.window_input}' of shape "
+                f"{list(spec.model_window_shape(self.batch))} (layout {spec.window_layout})"
+            )
+        self.window_dtype = str(window.ty.dtype)
+        missing = [n for n in names if n != spec.window_input and n not in {a.name for a in spec.aux_inputs}]
+        if missing:
+            raise RolloutSpecError(
+                f"the model's inputs {missing} have no policy in the rollout contract: add them to aux_inputs"
+            )
+        self.aux_types = {a.name: by_name[a.name].ty for a in spec.aux_inputs}
+        ret = main.ret_ty
+        if spec.forecast_output not in outputs:
+            raise RolloutSpecError(
+                f"the rollout contract's forecast output '{spec.forecast_output}' is not an output of the "
+                f"model (outputs: {outputs})"
+            )
+        self.forecast_index = (
+            outputs.index(spec.forecast_output) if isinstance(ret, relax.TupleType) else None
         )
-    return window, shape[0]
+        self.forecast_ty = ret.fields[self.forecast_index] if self.forecast_index is not None else ret
+
+    def signatures(self) -> dict:
+        return {name: (_shape(ty), str(ty.dtype)) for name, ty in self.aux_types.items()}
 
 
-def _forecast_type(main, spec: RolloutSpec, batch: int):
-    import tvm
-    from tvm import relax
+class _Emitter:
+    """Emits one rollout step as Relax: call main, read the forecast, advance the window and aux inputs."""
 
-    ty = main.ret_ty
-    if isinstance(ty, relax.TupleType):
-        raise RolloutSpecError(
-            f"the model returns {len(ty.fields)} outputs; the compiled rollout needs the forecast "
-            f"'{spec.forecast_output}' to be its only output"
+    def __init__(self, bb, spec: RolloutSpec, io: _MainIO, main_gv):
+        self.bb, self.spec, self.io, self.main_gv = bb, spec, io, main_gv
+
+    def call(self, window, aux: dict, extras: list):
+        """``main`` on the canonical window -> the canonical forecast ``[B, H, targets]`` (float32)."""
+        from tvm import relax
+        from tvm.relax import op
+
+        bb, spec = self.bb, self.spec
+        x = window
+        if spec.window_layout == "BCL":
+            x = bb.emit(op.permute_dims(x, [0, 2, 1]))
+        elif spec.window_layout == "BL":
+            x = bb.emit(op.reshape(x, (self.io.batch, spec.lookback)))
+        if self.io.window_dtype != "float32":
+            x = bb.emit(op.astype(x, self.io.window_dtype))
+        by_name = {spec.window_input: x, **aux}
+        y = bb.emit(relax.Call(self.main_gv, [by_name[n] for n in self.io.names] + list(extras)))
+        if self.io.forecast_index is not None:
+            y = bb.emit(relax.TupleGetItem(y, self.io.forecast_index))
+        shape = list(_shape(self.io.forecast_ty))
+        if spec.forecast_select is not None:
+            axis, index = spec.forecast_select
+            y = bb.emit(op.strided_slice(y, [axis], [index], [index + 1]))
+            shape.pop(axis)
+            y = bb.emit(op.reshape(y, shape))
+        if spec.forecast_layout == "BCH":
+            y = bb.emit(op.permute_dims(y, [0, 2, 1]))
+        elif spec.forecast_layout == "BH":
+            y = bb.emit(op.expand_dims(y, 2))
+        if str(self.io.forecast_ty.dtype) != "float32":
+            y = bb.emit(op.astype(y, "float32"))
+        return y
+
+    def rows(self, stream, axis: int, i):
+        """Rows ``[i * stride, (i + 1) * stride)`` of `stream` along `axis`; `i` is an int or an int64 var."""
+        from tvm import relax
+        from tvm.relax import op
+
+        s = self.spec.stride
+        if isinstance(i, int):
+            return self.bb.emit(op.strided_slice(stream, [axis], [i * s], [(i + 1) * s]))
+        index = op.add(
+            op.multiply(i, relax.const(s, "int64")), relax.const(np.arange(s, dtype=np.int64), "int64")
         )
-    shape = tuple(int(d) for d in ty.shape.values)
-    want = len(spec.target_channels)
-    if len(shape) != 3 or shape[0] != batch or shape[1] < spec.stride or shape[2] != want:
-        raise RolloutSpecError(
-            f"the model's output has shape {list(shape)}; the rollout spec expects forecast "
-            f"'{spec.forecast_output}' of shape [{batch}, >= {spec.stride}, {want}]"
-        )
-    del tvm
-    return ty, shape
+        return self.bb.emit(op.take(stream, index, axis=axis))
 
+    def shift_window(self, window, piece, exog_rows):
+        """The next canonical window: the oldest `stride` rows out, `stride` rows built from `piece` in."""
+        from tvm import relax
+        from tvm.relax import op
 
-def _shift(bb, spec: RolloutSpec, window, piece, exog_piece, batch: int):
-    """Emit the next window: the oldest `stride` rows out, `stride` new rows built from `piece` in."""
-    import numpy as np
-    from tvm import relax
-    from tvm.relax import op
+        bb, spec, batch = self.bb, self.spec, self.io.batch
+        s, L, C = spec.stride, spec.lookback, spec.channels
+        targets = list(spec.target_channels)
+        if targets == list(range(C)):
+            rows = piece  # every channel predicted, in window order
+        else:
+            held = bb.emit(op.broadcast_to(op.strided_slice(window, [1], [L - 1], [L]), (batch, s, C)))
+            sources = [piece, held] + ([exog_rows] if exog_rows is not None else [])
+            exo = list(spec.exogenous_channels)
+            index = []
+            for c in range(C):
+                if c in targets:
+                    index.append(targets.index(c))
+                elif exog_rows is not None:
+                    index.append(len(targets) + C + exo.index(c))
+                else:
+                    index.append(len(targets) + c)  # hold the last observed value
+            source = bb.emit(op.concat(sources, axis=2))
+            rows = bb.emit(op.take(source, relax.const(np.array(index, dtype=np.int64), "int64"), axis=2))
+        if s == L:
+            return rows
+        kept = bb.emit(op.strided_slice(window, [1], [s], [L]))
+        return bb.emit(op.concat([kept, rows], axis=1))
 
-    s, L, C = spec.stride, spec.lookback, spec.channels
-    targets = list(spec.target_channels)
-    if targets == list(range(C)):
-        rows = piece  # every channel predicted, in window order
-    else:
-        sources = [piece]
-        held = bb.emit(op.broadcast_to(op.strided_slice(window, [1], [L - 1], [L]), (batch, s, C)))
-        sources.append(held)
-        index = []
-        exo = list(spec.exogenous_channels)
-        for c in range(C):
-            if c in targets:
-                index.append(targets.index(c))
-            elif exog_piece is not None:
-                index.append(len(targets) + C + exo.index(c))
+    def advance_aux(self, a: AuxInput, x, future_rows):
+        """Auxiliary input `a` one call later (`AuxInput.advance` written as Relax)."""
+        from tvm import relax
+        from tvm.relax import op
+
+        if a.policy == "constant":
+            return x
+        bb, s = self.bb, self.spec.stride
+        ty = self.io.aux_types[a.name]
+        shape, dtype, ax = list(_shape(ty)), str(ty.dtype), a.time_axis
+        n = shape[ax]
+        r = min(s, n)
+        new_shape = list(shape)
+        new_shape[ax] = r
+        if a.policy == "observed_mask":
+            value = np.array(a.fill).astype(dtype)
+            new = bb.emit(op.full(new_shape, relax.const(value, dtype), dtype))
+        elif a.policy == "time":
+            last = bb.emit(op.strided_slice(x, [ax], [n - 1], [n]))
+            if a.step is not None:
+                delta = relax.const(np.array(a.step).astype(dtype), dtype)
             else:
-                index.append(len(targets) + c)  # hold the last observed value
-        if exog_piece is not None:
-            sources.append(exog_piece)
-        source = bb.emit(op.concat(sources, axis=2))
-        rows = bb.emit(op.take(source, relax.const(np.array(index, dtype=np.int64), "int64"), axis=2))
-    if s == L:
-        return rows
-    kept = bb.emit(op.strided_slice(window, [1], [s], [L]))
-    return bb.emit(op.concat([kept, rows], axis=1))
+                delta = bb.emit(op.subtract(last, op.strided_slice(x, [ax], [n - 2], [n - 1])))
+            view = [1] * len(shape)
+            view[ax] = r
+            mult = np.arange(s - r + 1, s + 1).reshape(view).astype(dtype)
+            new = bb.emit(op.add(last, op.multiply(delta, relax.const(mult, dtype))))
+            if a.period is not None:
+                new = bb.emit(op.floor_mod(new, relax.const(np.array(a.period).astype(dtype), dtype)))
+        else:
+            new = future_rows if r == s else bb.emit(op.strided_slice(future_rows, [ax], [s - r], [s]))
+        if s >= n:
+            return new
+        kept = bb.emit(op.strided_slice(x, [ax], [s], [n]))
+        return bb.emit(op.concat([kept, new], axis=ax))
+
+    def advance(self, i, window, aux: dict, piece, exog, futures: dict):
+        """(next window, next aux) after call `i` produced `piece` (the first `stride` forecast rows)."""
+        exog_rows = self.rows(exog, 1, i) if exog is not None else None
+        window = self.shift_window(window, piece, exog_rows)
+        out = {}
+        for a in self.spec.aux_inputs:
+            rows = self.rows(futures[a.name], a.time_axis, i) if a.policy == "supplied" else None
+            out[a.name] = self.advance_aux(a, aux[a.name], rows)
+        return window, out
+
+
+def _future_type(spec: RolloutSpec, a: AuxInput, ty, total: int):
+    from tvm import relax
+
+    shape = list(_shape(ty))
+    shape[a.time_axis] = total
+    return relax.TensorType(shape, str(ty.dtype))
 
 
 def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
     """Add a ``rollout`` function to `mod` that runs the whole `steps`-step rollout in one call.
 
-    ``rollout(window[B, L, C], *extra) -> [B, steps, len(target_channels)]`` (with exogenous "supplied":
-    ``rollout(window, exog[B, calls * stride, n_exogenous], *extra)``) calls ``main(window, *extra)``
-    ``calls(steps)`` times, feeding the first ``stride`` forecast rows back exactly as `RolloutSpec.rollout`
-    does. ``extra`` are `main`'s inputs after the window (for example the perturbation inputs of
+    ``rollout(window[B, L, C], *aux, [exog[B, calls * stride, n_exogenous]], *aux_future, *extra)
+    -> [B, steps, len(target_channels)]`` calls ``main`` ``calls(steps)`` times on the window in the
+    model's layout and the auxiliary inputs, feeding the first ``stride`` forecast rows back and advancing
+    every auxiliary input exactly as `RolloutSpec.rollout` does. ``aux`` are the initial values of
+    ``spec.aux_inputs`` (in that order), ``exog`` is present with exogenous "supplied", ``aux_future`` holds
+    the future of each supplied auxiliary input (``calls * stride`` steps on its time axis), and ``extra``
+    are `main`'s inputs after the model's own (for example the perturbation inputs of
     `tvm_tqs.passes.perturb`), passed unchanged to every call.
 
     Parameters
     ----------
     mod : tvm.IRModule
-        A module whose ``main`` takes the window first and returns the forecast (one tensor).
+        A module loaded by `tvm_tqs.load` (its ``main`` is the model, possibly with extra trailing inputs).
     spec : RolloutSpec
         The model's rollout contract.
     steps : int
@@ -368,7 +253,6 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
         function that makes one call and then calls itself (``if`` + self-call; Relax has no loop), so the
         function stays the same size for any horizon; "auto" unrolls up to `UNROLL_MAX_CALLS` calls.
     """
-    import numpy as np
     from tvm import relax
     from tvm.relax import op
 
@@ -380,37 +264,40 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
     if method == "auto":
         method = "unrolled" if n <= UNROLL_MAX_CALLS else "recursive"
     main_gv = mod.get_global_var("main")
-    main = mod["main"]
-    window_param, batch = _window_var(main, spec)
-    f_ty, f_shape = _forecast_type(main, spec, batch)
-    s, total = spec.stride, n * spec.stride
+    io = _MainIO(mod, spec)
+    batch, s, total = io.batch, spec.stride, n * spec.stride
+    targets = len(spec.target_channels)
     n_exo = len(spec.exogenous_channels)
     supplied = spec.exogenous == "supplied" and n_exo > 0
 
     bb = relax.BlockBuilder(mod)
-    window = relax.Var("window", window_param.ty)
-    extras = [relax.Var(p.name, p.ty) for p in main.params[1:]]
+    emit = _Emitter(bb, spec, io, main_gv)
+    window_ty = relax.TensorType((batch, spec.lookback, spec.channels), "float32")
+    window = relax.Var("window", window_ty)
+    aux = {a.name: relax.Var(a.name, io.aux_types[a.name]) for a in spec.aux_inputs}
     exog = relax.Var("exog", relax.TensorType((batch, total, n_exo), "float32")) if supplied else None
-    inputs = [window] + ([exog] if supplied else []) + extras
-    out_ty = relax.TensorType((batch, total, f_shape[2]), str(f_ty.dtype))
+    futures = {
+        a.name: relax.Var(f"{a.name}_future", _future_type(spec, a, io.aux_types[a.name], total))
+        for a in spec.supplied_aux
+    }
+    extras = [relax.Var(p.name, p.ty) for p in io.extra_params]
+    inputs = [window, *aux.values()] + ([exog] if supplied else []) + [*futures.values(), *extras]
+    out_ty = relax.TensorType((batch, total, targets), "float32")
 
     def first_rows(forecast):
-        if f_shape[1] == s:
+        if spec.horizon == s:
             return forecast
         return bb.emit(op.strided_slice(forecast, [1], [0], [s]))
 
     if method == "unrolled":
         with bb.function(ROLLOUT_FUNC, inputs, attrs={"num_input": len(inputs)}):
             with bb.dataflow():
-                w, pieces = window, []
+                w, state, pieces = window, dict(aux), []
                 for i in range(n):
-                    piece = first_rows(bb.emit(relax.Call(main_gv, [w] + extras)))
+                    piece = first_rows(emit.call(w, state, extras))
                     pieces.append(piece)
                     if i < n - 1:
-                        exog_i = (
-                            bb.emit(op.strided_slice(exog, [1], [i * s], [(i + 1) * s])) if supplied else None
-                        )
-                        w = _shift(bb, spec, w, piece, exog_i, batch)
+                        w, state = emit.advance(i, w, state, piece, exog, futures)
                 out = bb.emit(op.concat(pieces, axis=1)) if n > 1 else pieces[0]
                 if total != steps:
                     out = bb.emit(op.strided_slice(out, [1], [0], [steps]))
@@ -418,43 +305,37 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
             bb.emit_func_output(out)
         return bb.get()
 
-    # Recursive: step(i, window, acc, ...) = i < n ? body(i, window, acc, ...) : acc, where body makes call
-    # i, writes its rows into acc and calls step(i + 1, ...). Relax has no loop construct.
+    # Recursive: step(i, acc, window, *aux, *static) = i < n ? body(...) : acc, where body makes call i,
+    # writes its rows into acc and calls step(i + 1, ...). Relax has no loop construct.
+    static = ([exog] if supplied else []) + [*futures.values(), *extras]
     i_ty = relax.TensorType((), "int64")
     call_of_row = np.repeat(np.arange(n, dtype=np.int64), s)
-    step_params = [relax.Var("i", i_ty), relax.Var("window", window_param.ty), relax.Var("acc", out_ty)]
-    step_params += ([relax.Var("exog", exog.ty)] if supplied else []) + [
-        relax.Var(p.name, p.ty) for p in extras
-    ]
-    placeholder = relax.Function(step_params, step_params[2], out_ty)
-    step_gv = bb.add_func(placeholder, "rollout_step")
 
-    body_params = [relax.Var(p.name, p.ty) for p in step_params]
+    def fresh(vars_):
+        return [relax.Var(v.name, v.ty) for v in vars_]
+
+    step_params = [relax.Var("i", i_ty), relax.Var("acc", out_ty), *fresh([window, *aux.values(), *static])]
+    step_gv = bb.add_func(relax.Function(step_params, step_params[1], out_ty), "rollout_step")
+
+    body_params = fresh(step_params)
+    n_aux = len(aux)
     with bb.function("rollout_body", body_params, private=True):
-        i, w, acc = body_params[:3]
-        b_exog = body_params[3] if supplied else None
-        b_extras = body_params[4:] if supplied else body_params[3:]
+        i, acc, w = body_params[:3]
+        b_aux = dict(zip(aux, body_params[3 : 3 + n_aux], strict=True))
+        b_static = body_params[3 + n_aux :]
+        b_exog = b_static[0] if supplied else None
+        b_futures = dict(zip(futures, b_static[int(supplied) : int(supplied) + len(futures)], strict=True))
+        b_extras = b_static[int(supplied) + len(futures) :]
         with bb.dataflow():
-            piece = first_rows(bb.emit(relax.Call(main_gv, [w] + b_extras)))
-            exog_i = None
-            if supplied:
-                rows = bb.emit(
-                    op.add(
-                        op.multiply(i, relax.const(s, "int64")),
-                        relax.const(np.arange(s, dtype=np.int64), "int64"),
-                    )
-                )
-                exog_i = bb.emit(op.take(b_exog, rows, axis=1))
-            w_next = _shift(bb, spec, w, piece, exog_i, batch)
+            piece = first_rows(emit.call(w, b_aux, b_extras))
+            w_next, aux_next = emit.advance(i, w, b_aux, piece, b_exog, b_futures)
             tiled = bb.emit(op.tile(piece, (1, n, 1)))
             here = bb.emit(op.reshape(op.equal(relax.const(call_of_row, "int64"), i), (1, total, 1)))
             acc_next = bb.emit(op.where(here, tiled, acc))
             i_next = bb.emit(op.add(i, relax.const(1, "int64")))
-            rest = [b_exog] if supplied else []
-            args = [i_next, w_next, acc_next] + rest + b_extras
+            args = [i_next, acc_next, w_next, *aux_next.values(), *b_static]
             args = [bb.emit_output(a) for a in args]
-        result = bb.emit(relax.Call(step_gv, args))
-        bb.emit_func_output(result)
+        bb.emit_func_output(bb.emit(relax.Call(step_gv, args)))
     body_gv = bb.get().get_global_var("rollout_body")
 
     cond = bb.normalize(op.less(step_params[0], relax.const(n, "int64")))
@@ -462,30 +343,16 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
     then_seq = relax.SeqExpr(
         [relax.BindingBlock([relax.VarBinding(then_var, relax.Call(body_gv, list(step_params)))])], then_var
     )
-    else_seq = relax.SeqExpr([relax.BindingBlock([relax.VarBinding(else_var, step_params[2])])], else_var)
-    c_var = relax.Var("c", relax.TensorType((), "bool"))
-    r_var = relax.Var("r", out_ty)
-    step = relax.Function(
-        step_params,
-        relax.SeqExpr(
-            [
-                relax.BindingBlock(
-                    [
-                        relax.VarBinding(c_var, cond),
-                        relax.VarBinding(r_var, relax.If(c_var, then_seq, else_seq)),
-                    ]
-                )
-            ],
-            r_var,
-        ),
-        out_ty,
+    else_seq = relax.SeqExpr([relax.BindingBlock([relax.VarBinding(else_var, step_params[1])])], else_var)
+    c_var, r_var = relax.Var("c", relax.TensorType((), "bool")), relax.Var("r", out_ty)
+    bindings = [relax.VarBinding(c_var, cond), relax.VarBinding(r_var, relax.If(c_var, then_seq, else_seq))]
+    bb.update_func(
+        step_gv, relax.Function(step_params, relax.SeqExpr([relax.BindingBlock(bindings)], r_var), out_ty)
     )
-    bb.update_func(step_gv, step)
 
     with bb.function(ROLLOUT_FUNC, inputs, attrs={"num_input": len(inputs)}):
-        acc0 = bb.emit(op.zeros((batch, total, f_shape[2]), str(f_ty.dtype)))
-        start = relax.const(0, "int64")
-        out = bb.emit(relax.Call(step_gv, [start, window, acc0] + ([exog] if supplied else []) + extras))
+        acc0 = bb.emit(op.zeros((batch, total, targets), "float32"))
+        out = bb.emit(relax.Call(step_gv, [relax.const(0, "int64"), acc0, window, *aux.values(), *static]))
         if total != steps:
             out = bb.emit(op.strided_slice(out, [1], [0], [steps]))
         bb.emit_func_output(out)
@@ -493,31 +360,67 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
 
 
 class CompiledRollout:
-    """A built rollout: ``run(context, *extra) -> [B, steps, len(target_channels)]`` on this host.
+    """A built rollout: ``run(context, *extra, exog=, aux=, aux_future=) -> [B, steps, targets]`` here.
 
     Built by `compile_rollout`; `batch` rows run at once (the module is static-shape).
     """
 
-    def __init__(self, executable, spec: RolloutSpec, steps: int, batch: int, method: str, extra: list):
+    def __init__(self, executable, spec: RolloutSpec, steps: int, io: _MainIO, method: str):
         import tvm
         from tvm import relax
 
-        self.spec, self.steps, self.batch, self.method = spec, steps, batch, method
-        self.extra = extra  # [(name, shape, dtype)] of the inputs after the window (and exog)
+        self.spec, self.steps, self.batch, self.method = spec, steps, io.batch, method
+        self.extra = [(p.name, _shape(p.ty), str(p.ty.dtype)) for p in io.extra_params]
+        self.signatures = io.signatures()  # auxiliary inputs: name -> (shape, dtype)
         self.device = tvm.cpu()
         self.executable = executable
         self.vm = relax.VirtualMachine(executable, self.device)
         self._fn = self.vm[ROLLOUT_FUNC]
+        self._defaults = None
 
     def tensor(self, array):
         """Move a numpy array to the device once (inputs reused across runs)."""
-        import numpy as np
         import tvm
 
         return tvm.runtime.tensor(np.ascontiguousarray(array), self.device)
 
-    def __call__(self, context, *extra, exog=None):
-        import numpy as np
+    def defaults(self):
+        """The data-free auxiliary inputs and supplied futures at this batch, as device tensors."""
+        if self._defaults is None:
+            total = self.spec.calls(self.steps) * self.spec.stride
+            aux = self.spec.default_aux(self.signatures, self.batch)
+            fut = self.spec.default_future(self.signatures, self.batch, total)
+            self._defaults = (
+                {k: self.tensor(v) for k, v in aux.items()},
+                {k: self.tensor(v) for k, v in fut.items()},
+            )
+        return self._defaults
+
+    def _aux_args(self, aux, aux_future) -> list:
+        default_aux, default_fut = self.defaults()
+        total = self.spec.calls(self.steps) * self.spec.stride
+        args = []
+        for a in self.spec.aux_inputs:
+            value = (aux or {}).get(a.name, default_aux[a.name])
+            shape, dtype = self.signatures[a.name]
+            if not hasattr(value, "device"):
+                value = np.asarray(value)
+                if value.shape != shape:
+                    raise RolloutSpecError(
+                        f"aux['{a.name}'] must have shape {list(shape)}; got {list(value.shape)}"
+                    )
+                value = self.tensor(value.astype(dtype))
+            args.append(value)
+        futures = []
+        for a in self.spec.supplied_aux:
+            value = (aux_future or {}).get(a.name, default_fut[a.name])
+            if not hasattr(value, "device"):
+                value = np.take(np.asarray(value), np.arange(total), axis=a.time_axis)
+                value = self.tensor(value.astype(self.signatures[a.name][1]))
+            futures.append(value)
+        return args, futures
+
+    def __call__(self, context, *extra, exog=None, aux=None, aux_future=None):
         import tvm
 
         if not isinstance(context, tvm.runtime.Tensor):
@@ -528,7 +431,8 @@ class CompiledRollout:
                     f"compiled rollout runs batch {self.batch}"
                 )
             context = self.tensor(np.asarray(context, dtype=np.float32))
-        args = [context]
+        aux_args, futures = self._aux_args(aux, aux_future)
+        args = [context, *aux_args]
         if self.spec.exogenous == "supplied" and self.spec.exogenous_channels:
             if exog is None:
                 raise RolloutSpecError("exogenous='supplied' needs the future exogenous values (exog=...)")
@@ -540,6 +444,7 @@ class CompiledRollout:
                     f"got {list(exog.shape)}"
                 )
             args.append(self.tensor(exog))
+        args += futures
         if len(extra) != len(self.extra):
             raise RolloutSpecError(
                 f"this rollout takes {len(self.extra)} inputs after the window "
@@ -563,7 +468,7 @@ def compile_rollout(
     Parameters
     ----------
     mod : tvm.IRModule
-        Fused module; ``main(window, *extra)`` returns the forecast.
+        Fused module loaded by `tvm_tqs.load`; ``main(*model_inputs, *extra)`` returns the forecast.
     spec : RolloutSpec
         The model's rollout contract (`tvm_tqs.frontend.load.rollout_spec_of`).
     steps : int
@@ -584,7 +489,4 @@ def compile_rollout(
     full = rollout_module(mod, spec, steps, resolved)
     if loop_order:
         full = ReductionLoopOrder()(full)
-    main = mod["main"]
-    _, batch = _window_var(main, spec)
-    extra = [(p.name, tuple(int(d) for d in p.ty.shape.values), str(p.ty.dtype)) for p in main.params[1:]]
-    return CompiledRollout(build(full, target), spec, steps, batch, resolved, extra)
+    return CompiledRollout(build(full, target), spec, steps, _MainIO(mod, spec), resolved)

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +35,6 @@ BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_STREAM = 0x7A5_0B00
 CONFIDENCE = 0.95
 DEFAULT_BURN_IN_CALLS = 4  # free-running calls from the synthetic contexts (docs/tqs.md: why)
-MAX_BATCH = 128  # rows per compiled-rollout execution (larger batches only add memory on a 2-core host)
 _TINY = 1e-30  # floor under log d: a site whose perturbation never reaches the output has d == 0
 REPORT_VERSION = 1
 
@@ -119,6 +118,8 @@ class TQSReport:
     ops: tuple[FusedOp, ...]
     notes: tuple[str, ...] = ()
     version: int = REPORT_VERSION
+    path: str = "rows"  # how rows ran: "rows" (batch rows of one call) or "calls" (a call per row)
+    path_reason: str | None = None  # why the calls path ran
 
     def ranked(self, by: str = "tqs") -> list[SiteScore]:
         """Scored sites, most sensitive first (by "tqs" or "gain"); unscored sites last."""
@@ -335,70 +336,25 @@ def _default_progress(_done: int, _total: int, _what: str) -> None:
     return None
 
 
-class _Scorer:
-    """Everything `score` builds once: the fused graphs, the perturbed rollout, contexts and inputs."""
+def _empty_noise(plan, rows: int) -> np.ndarray:
+    if plan.mode == "output":
+        return np.zeros((rows, plan.noise_width), np.float32)
+    return np.zeros(plan.dweight_size, np.float32)
 
-    def __init__(
-        self,
-        model,
-        horizon: int,
-        mode: str,
-        batch: int | None,
-        method: str,
-        target: str,
-        sites: Sequence[int] | None,
-        n_rows_hint,
-        progress: Progress,
-        check_inputs: Callable | None = None,
-    ):
-        from .frontend.load import graph_inputs, read_onnx
-        from .graph import fuse, fused_ops
 
-        if isinstance(model, (str, os.PathLike, bytes)) or type(model).__name__ == "ModelProto":
-            proto, source = read_onnx(model)
-        else:
-            raise TQSError(
-                f"score() takes the model as an ONNX path, bytes or onnx.ModelProto (it compiles the model at "
-                f"its own batch size), not {type(model).__name__}"
-            )
-        from .rollout import RolloutSpec
+def _read_model(model, rollout, input_shapes):
+    """(proto, source, contract) of what `score` was given; the contract checked against the model."""
+    from .frontend.load import as_rollout_spec, import_onnx, read_onnx, require_rollout_spec
 
-        self.spec = spec = RolloutSpec.from_onnx(proto)
-        inputs = [i.name for i in graph_inputs(proto)]
-        if inputs != [spec.window_input]:
-            raise RolloutSpecError(
-                f"score() needs a model whose only input is the window '{spec.window_input}'; {source} has "
-                f"inputs {inputs}"
-            )
-        self.source = source
-        if check_inputs is not None:
-            check_inputs(spec)  # user contexts are refused before anything is compiled
-        progress(0, 1, "fusing")
-        probe = fuse(proto, {spec.window_input: [1, spec.lookback, spec.channels]})
-        self.ops = fused_ops(probe)
-        rows = n_rows_hint(self.ops)
-        self.batch = int(batch) if batch else max(2, min(MAX_BATCH, rows))
-        if self.batch < 2:
-            raise TQSError(f"batch must be >= 2 (a reference row and a perturbed row), got {batch}")
-        mod = fuse(proto, {spec.window_input: [self.batch, spec.lookback, spec.channels]})
-
-        from .passes.perturb import PerturbSites, batch_layouts, perturb_plan_of
-        from .rollout import compile_rollout
-
-        layouts = batch_layouts(mod, self.batch, probe, 1)
-        progress(0, 1, "compiling")
-        perturbed = PerturbSites(layouts, mode, sites)(mod)
-        self.plan = perturb_plan_of(perturbed)
-        self.rollout = compile_rollout(perturbed, spec, horizon, method=method, target=target)
-        self.horizon, self.mode = horizon, mode
-
-    def empty_noise(self) -> np.ndarray:
-        if self.mode == "output":
-            return np.zeros((self.batch, self.plan.noise_width), np.float32)
-        return np.zeros(self.plan.dweight_size, np.float32)
-
-    def run(self, contexts: np.ndarray, scales: np.ndarray, noise: np.ndarray, exog: np.ndarray | None):
-        return self.rollout(contexts, scales, noise, exog=exog)
+    if isinstance(model, (str, os.PathLike, bytes)) or type(model).__name__ == "ModelProto":
+        proto, source = read_onnx(model)
+    else:
+        raise TQSError(
+            f"score() takes the model as an ONNX path, bytes or onnx.ModelProto (it compiles the model at "
+            f"its own batch size), not {type(model).__name__}"
+        )
+    mod = import_onnx(proto, input_shapes, source, rollout=as_rollout_spec(rollout))
+    return proto, source, require_rollout_spec(mod, source)
 
 
 def score(
@@ -419,14 +375,17 @@ def score(
     method: str = "auto",
     target: str = "x86",
     progress: Progress | None = None,
+    input_shapes: Mapping | None = None,
+    rollout=None,
+    path: str = "auto",
 ) -> TQSReport:
     """Score every fused call site of `model` by how a small error injected there grows over the rollout.
 
     Parameters
     ----------
     model : path, bytes or onnx.ModelProto
-        An ONNX forecaster with a rollout contract (`tvm_tqs.RolloutSpec`, attached or inferable) whose
-        only input is the window.
+        An ONNX forecaster with a rollout contract (`tvm_tqs.RolloutSpec`: attached, inferable, or
+        `rollout`); any batch (fixed or symbolic) and any auxiliary inputs the contract covers.
     horizon : int
         Rollout length H in time steps (the model is called ceil(H / stride) times).
     seeds : int or None
@@ -461,6 +420,13 @@ def score(
         Host target to build for.
     progress : callable(done, total, what), optional
         Called as executions complete.
+    input_shapes : mapping, optional
+        Static values for dynamic dimensions other than the batch (see `tvm_tqs.load`).
+    rollout : RolloutSpec, dict or path, optional
+        The rollout contract, overriding the model's own (see `tvm_tqs.load`).
+    path : {"auto", "rows", "calls"}
+        How the rows of an execution run (`tvm_tqs.tqs_paths`): "auto" takes the rows path where the
+        batch can be re-bound and keeps rows apart at every site, else the calls path.
 
     Returns
     -------
@@ -470,6 +436,8 @@ def score(
     from .passes.perturb import MODES, site_noise
 
     progress = progress or _default_progress
+    if path not in ("auto", "rows", "calls"):
+        raise TQSError(f"path must be 'auto', 'rows' or 'calls', got {path!r}")
     if mode not in MODES:
         raise TQSError(f"mode must be one of {MODES}, got {mode!r}")
     if horizon < 1:
@@ -495,12 +463,26 @@ def score(
             return sum(1 for op in ops if op.weights) + 2
         return (n_rep + n_lin) * len(ops) + n_rep
 
-    def check_inputs(spec) -> None:
-        if contexts is not None:
-            validate_contexts(spec, contexts, seeds)
+    from .tqs_paths import build_path, calls_path
 
-    scorer = _Scorer(model, horizon, mode, batch, method, target, sites, rows_hint, progress, check_inputs)
-    spec, plan, B = scorer.spec, scorer.plan, scorer.batch
+    proto, source, spec = _read_model(model, rollout, input_shapes)
+    if contexts is not None:
+        validate_contexts(spec, contexts, seeds)  # user contexts are refused before anything is compiled
+    runner, ops, path_reason, probe = build_path(
+        proto,
+        spec,
+        input_shapes,
+        horizon=horizon,
+        mode=mode,
+        batch=batch,
+        method=method,
+        target=target,
+        sites=sites,
+        rows_hint=rows_hint,
+        progress=progress,
+        force=None if path == "auto" else path,
+    )
+    plan, B = runner.plan, runner.batch
     if contexts is not None:
         ctx = validate_contexts(spec, contexts, seeds)
         n_rep = ctx.shape[0]
@@ -538,9 +520,6 @@ def score(
         )
 
     zero_scale = np.zeros((B, plan.columns), np.float32)
-    zero_noise = scorer.empty_noise()
-
-    run_rows = scorer.run
 
     def batched(rows_ctx: np.ndarray, rows_fut: np.ndarray | None) -> np.ndarray:
         """Unperturbed rollouts of any number of rows, B at a time (padding repeats row 0)."""
@@ -549,7 +528,8 @@ def score(
             idx = np.arange(start, min(start + B, len(rows_ctx)))
             pad = np.concatenate([idx, np.full(B - len(idx), idx[0])])
             fut = None if rows_fut is None else rows_fut[pad]
-            out.append(run_rows(rows_ctx[pad], zero_scale, zero_noise, fut)[: len(idx)])
+            noise = _empty_noise(plan, B)
+            out.append(runner.run(rows_ctx[pad], zero_scale, noise, fut, range(len(idx)))[: len(idx)])
         return np.concatenate(out)
 
     # Burn-in: the model's own free-running trajectory from each synthetic context.
@@ -571,7 +551,6 @@ def score(
     fut_rows = None if future is None else np.ascontiguousarray(future[:, :total])
 
     notes: list[str] = []
-    perturbable = list(plan.perturbable)
 
     def fill_noise(noise: np.ndarray, row: int, replicate: int, e: float, site: int) -> None:
         if mode == "output":
@@ -588,36 +567,21 @@ def score(
     # Isolation probe: perturbing a site in row 1 must leave every other row bit-identical. Where the batch
     # has an axis of its own the layout is certain; where it is merged with other dims (``[batch * C, ...]``)
     # batch-major order is assumed, and this catches a batch-minor one before any scoring.
-    if plan.merged and B >= 3:
-        probe_ctx = ctx[np.arange(B) % n_rep]
-        probe_fut = None if fut_rows is None else fut_rows[np.arange(B) % n_rep]
-        base = run_rows(probe_ctx, zero_scale, zero_noise, probe_fut)
-
-        def leaks(group: list[int]) -> bool:
-            scales, noise = zero_scale.copy(), scorer.empty_noise()
-            for k in group:
-                scales[1, k] = eps if mode == "output" else 1.0
-                fill_noise(noise, 1, 0, eps, k)
-            out = run_rows(probe_ctx, scales, noise, probe_fut)
-            others = np.arange(B) != 1
-            return not np.array_equal(out[others], base[others])
-
-        if leaks(list(plan.merged)):
-            culprits, stack = [], [list(plan.merged)]
-            while stack and len(culprits) < 8:
-                group = stack.pop()
-                if len(group) == 1:
-                    culprits.append(group[0])
-                elif leaks(group):
-                    half = len(group) // 2
-                    stack += [group[half:], group[:half]]
-            raise TQSError(
-                f"perturbing one batch row changed other rows at sites {culprits}: their batch layout is not "
-                f"batch-major, so the rows cannot be scored independently (score with batch rows that "
-                f"exclude them: sites=[...])"
+    if runner.name == "rows" and plan.merged and B >= 3:
+        culprits = _leaking_sites(runner, plan, ctx, fut_rows, n_rep, eps, fill_noise)
+        if culprits:
+            path_reason = (
+                f"perturbing one batch row changed other rows at sites {culprits[:8]}"
+                f"{' ...' if len(culprits) > 8 else ''} (their results mix batch rows)"
             )
+            if path == "rows":
+                raise TQSError(f"the rows path cannot score this model: {path_reason}")
+            runner = calls_path(probe, spec, horizon, mode, method, target, sites, B, progress)
+            plan = runner.plan
+            zero_scale = np.zeros((B, plan.columns), np.float32)
 
     # Every (replicate, eps, site) row, replicate-major; the eps/2 rows of the first replicates after.
+    perturbable = list(plan.perturbable)
     items = [(r, eps, k) for r in range(n_rep) for k in perturbable]
     items += [(r, eps / 2, k) for r in range(n_lin) for k in perturbable]
     executions = _pack(items, B, distinct_sites=(mode == "weight"))
@@ -636,11 +600,12 @@ def score(
             rows_rep[row] = r
         rows_ctx[:] = ctx[rows_rep]
         fut = None if fut_rows is None else fut_rows[rows_rep]
-        scales, noise = zero_scale.copy(), scorer.empty_noise()
+        scales, noise = zero_scale.copy(), _empty_noise(plan, B)
         for row, r, e, k in ex.items:
             scales[row, k] = e if mode == "output" else 1.0
             fill_noise(noise, row, r, e, k)
-        y = run_rows(rows_ctx, scales, noise, fut)
+        used = [*ex.refs.values(), *(row for row, _, _, _ in ex.items)]
+        y = runner.run(rows_ctx, scales, noise, fut, used)
         for row, r, e, k in ex.items:
             d = divergence(y[row], y[ex.refs[r]])
             if e == eps:
@@ -650,7 +615,7 @@ def score(
     progress(len(executions), len(executions), "scoring")
 
     scores, nonlinear = site_scores(
-        scorer.ops, plan.perturbable, plan.skipped, curves, half_curves, eps, seed, spec.stride
+        ops, plan.perturbable, plan.skipped, curves, half_curves, eps, seed, spec.stride
     )
     skipped = [k for k in range(plan.columns) if k not in plan.perturbable]
     if skipped:
@@ -664,8 +629,10 @@ def score(
             f"{len(nonlinear)} site(s) respond non-linearly at eps={eps:g} (d(eps)/d(eps/2) outside "
             f"2 +- {2 * LINEARITY_TOLERANCE:g}): {nonlinear[:20]}{' ...' if len(nonlinear) > 20 else ''}"
         )
+    if path_reason:
+        notes.append(f"scored by repeated calls of the model (calls path): {path_reason}")
     return TQSReport(
-        model=scorer.source,
+        model=source,
         mode=mode,
         horizon=H,
         seeds=n_rep,
@@ -677,11 +644,43 @@ def score(
         calls=spec.calls(H),
         batch=B,
         executions=len(executions),
-        method=scorer.rollout.method,
+        method=runner.rollout.method,
         linearity_eps=eps / 2 if n_lin else None,
         linearity_seeds=n_lin,
         spec=spec.to_dict(),
         sites=tuple(scores),
-        ops=tuple(scorer.ops),
+        ops=tuple(ops),
         notes=tuple(notes),
+        path=runner.name,
+        path_reason=path_reason,
     )
+
+
+def _leaking_sites(runner, plan, ctx, fut_rows, n_rep, eps, fill_noise) -> list[int]:
+    """Merged-axis sites where perturbing batch row 1 changes another row (bisection over the sites)."""
+    B = runner.batch
+    mode = plan.mode
+    zero_scale = np.zeros((B, plan.columns), np.float32)
+    probe_ctx = ctx[np.arange(B) % n_rep]
+    probe_fut = None if fut_rows is None else fut_rows[np.arange(B) % n_rep]
+    base = runner.run(probe_ctx, zero_scale, _empty_noise(plan, B), probe_fut)
+
+    def leaks(group: list[int]) -> bool:
+        scales, noise = zero_scale.copy(), _empty_noise(plan, B)
+        for k in group:
+            scales[1, k] = eps if mode == "output" else 1.0
+            fill_noise(noise, 1, 0, eps, k)
+        out = runner.run(probe_ctx, scales, noise, probe_fut)
+        others = np.arange(B) != 1
+        return not np.array_equal(out[others], base[others])
+
+    culprits: list[int] = []
+    stack = [list(plan.merged)] if leaks(list(plan.merged)) else []
+    while stack:
+        group = stack.pop()
+        if len(group) == 1:
+            culprits.append(group[0])
+        else:
+            half = len(group) // 2
+            stack += [g for g in (group[half:], group[:half]) if leaks(g)]
+    return sorted(culprits)

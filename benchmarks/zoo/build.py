@@ -396,7 +396,7 @@ def evaluate_onnx(onnx_bytes: bytes, spec: RolloutSpec, splits: zdata.Splits) ->
     x1, y1 = zdata.windows(splits.test, L, H)
     single = metrics(run(x1), y1) | {"windows": int(len(x1)), "steps": H, "calls": 1}
     xr, yr = zdata.windows(splits.test, L, EVAL_STEPS)
-    pred = spec.rollout(run, xr, EVAL_STEPS)
+    pred = spec.rollout(lambda inputs: run(inputs[spec.window_input]), xr, EVAL_STEPS)
     roll = metrics(pred, yr) | {"windows": int(len(xr)), "steps": EVAL_STEPS, "calls": spec.calls(EVAL_STEPS)}
     roll["per_call_mse"] = [
         round(float(((pred[:, k : k + spec.stride] - yr[:, k : k + spec.stride]) ** 2).mean()), 6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections import Counter
@@ -12,19 +13,37 @@ import onnx
 import tvm
 from google.protobuf.message import DecodeError
 
-from ..errors import MissingShapeError, ModelLoadError, TQSError, UnsupportedOpsError
-from ..rollout import RolloutSpec
+from ..contract import RolloutSpec
+from ..errors import MissingShapeError, ModelLoadError, RolloutSpecError, TQSError, UnsupportedOpsError
 from .converters import install as install_converters
 from .converters import supported_op_types
 
 ROLLOUT_ATTR = "tvm_tqs.rollout"
+ROLLOUT_ERROR_ATTR = "tvm_tqs.rollout_error"  # why no contract could be inferred (raised when one is needed)
 SOURCE_ATTR = "tvm_tqs.source"
+DEFAULT_BATCH = 1
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | tvm.IRModule
 InputShapes = Mapping[str, Sequence[int] | int]
+RolloutLike = RolloutSpec | Mapping | str | os.PathLike
 
 
-def load(model: ModelLike, input_shapes: InputShapes | None = None) -> tvm.IRModule:
+def as_rollout_spec(rollout: RolloutLike | None) -> RolloutSpec | None:
+    """`rollout=` as given to the API: a RolloutSpec, its dict form, or a path to its JSON file."""
+    if rollout is None or isinstance(rollout, RolloutSpec):
+        return rollout
+    if isinstance(rollout, Mapping):
+        return RolloutSpec.from_dict(rollout)
+    if isinstance(rollout, (str, os.PathLike)):
+        return RolloutSpec.from_file(rollout)
+    raise RolloutSpecError(
+        f"rollout= takes a RolloutSpec, a dict or a JSON file path, not {type(rollout).__name__}"
+    )
+
+
+def load(
+    model: ModelLike, input_shapes: InputShapes | None = None, *, rollout: RolloutLike | None = None
+) -> tvm.IRModule:
     """Import a model into TVM Relax with static shapes.
 
     Parameters
@@ -34,6 +53,10 @@ def load(model: ModelLike, input_shapes: InputShapes | None = None) -> tvm.IRMod
     input_shapes : mapping, optional
         Static values for dynamic dimensions. A key is either an input name (value: the full shape) or
         an ONNX symbolic dimension name such as ``"batch"`` (value: an int for every input using it).
+        Symbolic leading (batch) dimensions not given are bound to 1; a model with a fixed batch keeps it.
+    rollout : RolloutSpec, dict or path, optional
+        The rollout contract, overriding the one in the model's metadata (or inferred); checked against
+        the model's inputs and outputs.
 
     Returns
     -------
@@ -55,7 +78,7 @@ def load(model: ModelLike, input_shapes: InputShapes | None = None) -> tvm.IRMod
             raise ModelLoadError("the IRModule passed to load() has no 'main' function")
         return model
     proto, source = read_onnx(model)
-    return import_onnx(proto, input_shapes, source)
+    return import_onnx(proto, input_shapes, source, rollout=rollout)
 
 
 def read_onnx(model: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -158,6 +181,19 @@ def batch_shapes(proto: onnx.ModelProto, batch: int) -> dict[str, int]:
     }
 
 
+def bind_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None, batch: int | None = None) -> dict:
+    """`input_shapes` plus `batch` (default 1) for every symbolic leading dimension they leave open: the one
+    way `load`, `inspect`, `score` and `compile` bind shapes."""
+    shapes = dict(input_shapes or {})
+    given_inputs = {name for name, value in shapes.items() if not isinstance(value, int)}
+    for inp in graph_inputs(proto):
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name in given_inputs or not dims or not dims[0].dim_param:
+            continue
+        shapes.setdefault(dims[0].dim_param, DEFAULT_BATCH if batch is None else batch)
+    return shapes
+
+
 def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None) -> dict[str, list[int]]:
     """Static shape of every graph input, from the model and `input_shapes`; names every gap at once."""
     inputs = graph_inputs(proto)
@@ -217,35 +253,83 @@ def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | Non
 
 
 def import_onnx(
-    proto: onnx.ModelProto, input_shapes: InputShapes | None = None, source: str = "model"
+    proto: onnx.ModelProto,
+    input_shapes: InputShapes | None = None,
+    source: str = "model",
+    *,
+    rollout: RolloutLike | None = None,
 ) -> tvm.IRModule:
     """ONNX proto -> Relax IRModule with our converters, static shapes, and the rollout contract attached."""
     missing_ops = unsupported_ops(proto)
     if missing_ops:
         raise UnsupportedOpsError(missing_ops, source)
-    shapes = resolve_input_shapes(proto, input_shapes)
+    shapes = resolve_input_shapes(proto, bind_shapes(proto, input_shapes))
     install_converters()
     from tvm.relax.frontend.onnx import from_onnx
 
-    try:
+    def run_importer(p):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # renames and checker chatter; errors below are what matter
-            mod = from_onnx(proto, shape_dict=shapes, keep_params_in_input=False)
+            return from_onnx(p, shape_dict=shapes, keep_params_in_input=False)
+
+    try:
+        mod = run_importer(proto)
     except TQSError:
         raise
     except Exception as err:  # the importer raises bare AssertionError/ValueError/TVMError
-        raise ModelLoadError(f"TVM's ONNX importer failed on {source}: {type(err).__name__}: {err}") from err
-    mod = mod.with_attr(SOURCE_ATTR, source)
-    if any(p.key == ROLLOUT_ATTR for p in proto.metadata_props):
+        # Exporters leave shape arithmetic the importer refuses (dynamic pads, runtime-shape slices) that
+        # is constant once the shapes are bound: fold it and try once more.
+        from .fold import fold_constants
+
+        folded, count = fold_constants(proto, shapes)
+        try:
+            if not count:
+                raise err
+            mod = run_importer(folded)
+        except Exception as again:  # noqa: BLE001
+            after = f" (and again after folding {count} constant nodes: {type(again).__name__})" if count else ""
+            raise ModelLoadError(
+                f"TVM's ONNX importer failed on {source}: {type(err).__name__}: {err}{after}"
+            ) from err
+    from ..rollout import INPUT_NAMES_ATTR, OUTPUT_NAMES_ATTR
+
+    output_names = [o.name for o in proto.graph.output]
+    mod = mod.with_attrs(
+        {
+            SOURCE_ATTR: source,
+            INPUT_NAMES_ATTR: json.dumps([i.name for i in graph_inputs(proto)]),
+            OUTPUT_NAMES_ATTR: json.dumps(output_names),
+        }
+    )
+    spec = as_rollout_spec(rollout)
+    if spec is None and any(p.key == ROLLOUT_ATTR for p in proto.metadata_props):
         spec = RolloutSpec.from_onnx(proto)  # an attached contract must be valid
-    else:
+    if spec is None:
         try:
             spec = RolloutSpec.from_onnx(proto)
-        except TQSError:
-            spec = None  # not every model has an inferable contract, and inspect() does not need one
-    if spec is not None:
-        mod = mod.with_attr(ROLLOUT_ATTR, spec.to_json())
-    return mod
+        except TQSError as err:  # not every model has an inferable contract, and inspect() needs none
+            return mod.with_attr(ROLLOUT_ERROR_ATTR, str(err))
+    inputs, outputs = model_signatures(mod, output_names)
+    spec.check_model(inputs, outputs, source)
+    return mod.with_attr(ROLLOUT_ATTR, spec.to_json())
+
+
+def model_signatures(mod: tvm.IRModule, output_names: Sequence[str]) -> tuple[dict, dict]:
+    """``{name: (shape, dtype)}`` of `main`'s inputs (ONNX names, in order) and outputs."""
+    from tvm import relax
+
+    from ..rollout import io_names
+
+    def sig(ty):
+        return tuple(int(d) for d in ty.shape.values), str(ty.dtype)
+
+    main = mod["main"]
+    names, _ = io_names(mod)
+    inputs = {name: sig(p.ty) for name, p in zip(names, main.params, strict=False)}
+    ret = main.ret_ty
+    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    outputs = {name: sig(ty) for name, ty in zip(output_names, fields, strict=False)}
+    return inputs, outputs
 
 
 def rollout_spec_of(mod: tvm.IRModule) -> RolloutSpec | None:
@@ -254,3 +338,13 @@ def rollout_spec_of(mod: tvm.IRModule) -> RolloutSpec | None:
     if attrs is None or ROLLOUT_ATTR not in attrs:
         return None
     return RolloutSpec.from_json(str(attrs[ROLLOUT_ATTR]))
+
+
+def require_rollout_spec(mod: tvm.IRModule, source: str = "the model") -> RolloutSpec:
+    """The contract of `mod`, or the paragraph (and JSON skeleton) saying why none could be inferred."""
+    spec = rollout_spec_of(mod)
+    if spec is not None:
+        return spec
+    attrs = mod.attrs or {}
+    why = str(attrs[ROLLOUT_ERROR_ATTR]) if ROLLOUT_ERROR_ATTR in attrs else "no contract is attached"
+    raise RolloutSpecError(f"{source} has no rollout contract: {why}")
