@@ -126,39 +126,43 @@ def shape_arithmetic_pad(lookback: int = 8, channels: int = 2, horizon: int = 4)
     return model
 
 
-def every_aux_policy(lookback: int = 8, horizon: int = 4, channels: int = 2) -> onnx.ModelProto:
-    """A forecaster with one auxiliary input per policy, each of which changes the forecast:
-    ``cov`` [B, L] float (supplied), ``mask`` [B, L] bool (observed_mask), ``step`` [B, L] int64 (time),
-    ``level`` [B, 1] float (constant); window [B, L, C] -> forecast [B, H, C]."""
+def every_aux_policy(
+    lookback: int = 8, horizon: int = 4, channels: int = 2, aux_steps: int = 8
+) -> onnx.ModelProto:
+    """A forecaster with one auxiliary input per policy, each of which changes the forecast: ``cov``
+    (supplied, float), ``mask`` (observed_mask, bool), ``step`` (time, int64) and ``phase`` (time, float)
+    of shape [B, aux_steps], and ``level`` [B, 1] (constant); window [B, L, C] -> forecast [B, H, C].
+    Each auxiliary input enters through a weighted sum over its steps, so its length is free."""
     rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("Transpose", ["window"], ["x"], perm=[0, 2, 1]),
-        helper.make_node("Unsqueeze", ["cov", "axis1"], ["cov3"]),
-        helper.make_node("Mul", ["cov3", "half"], ["cov_half"]),
-        helper.make_node("Add", ["x", "cov_half"], ["x2"]),
-        helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "axis1"], ["mask3"]),
-        helper.make_node("Mul", ["x2", "mask3"], ["x3"]),
-        helper.make_node("Cast", ["step"], ["stepf"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["stepf", "hundredth"], ["steps"]),
-        helper.make_node("Unsqueeze", ["steps", "axis1"], ["step3"]),
-        helper.make_node("Add", ["x3", "step3"], ["x4"]),
-        helper.make_node("Unsqueeze", ["level", "axis1"], ["level3"]),
-        helper.make_node("Add", ["x4", "level3"], ["x5"]),
-        helper.make_node("MatMul", ["x5", "w"], ["y"]),
+    nodes = [helper.make_node("Transpose", ["window"], ["x"], perm=[0, 2, 1])]
+    terms = []
+    for name, cast in (("cov", False), ("mask", True), ("step", True), ("phase", False)):
+        source = name
+        if cast:
+            nodes.append(helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT))
+            source = f"{name}_f"
+        nodes.append(helper.make_node("MatMul", [source, f"{name}_w"], [f"{name}_term"]))  # [B, 1]
+        terms.append(f"{name}_term")
+    nodes += [
+        helper.make_node("Sum", [*terms, "level"], ["offset"]),
+        helper.make_node("Unsqueeze", ["offset", "axis2"], ["offset3"]),
+        helper.make_node("Add", ["x", "offset3"], ["x2"]),
+        helper.make_node("MatMul", ["x2", "w"], ["y"]),
         helper.make_node("Transpose", ["y"], ["forecast"], perm=[0, 2, 1]),
     ]
-    inits = [
-        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-        numpy_helper.from_array(np.array(0.01, np.float32), "hundredth"),
-        numpy_helper.from_array(rng.standard_normal((lookback, horizon)).astype(np.float32) * 0.3, "w"),
-    ]
+    inits = [numpy_helper.from_array(np.array([2], np.int64), "axis2")]
+    for name, scale in (("cov", 0.5), ("mask", 0.3), ("step", 0.01), ("phase", 0.2)):
+        w = rng.standard_normal((aux_steps, 1)).astype(np.float32) * scale
+        inits.append(numpy_helper.from_array(w, f"{name}_w"))
+    inits.append(
+        numpy_helper.from_array(rng.standard_normal((lookback, horizon)).astype(np.float32) * 0.3, "w")
+    )
     inputs = [
         helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", lookback, channels]),
-        helper.make_tensor_value_info("cov", TensorProto.FLOAT, ["batch", lookback]),
-        helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", lookback]),
-        helper.make_tensor_value_info("step", TensorProto.INT64, ["batch", lookback]),
+        helper.make_tensor_value_info("cov", TensorProto.FLOAT, ["batch", aux_steps]),
+        helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", aux_steps]),
+        helper.make_tensor_value_info("step", TensorProto.INT64, ["batch", aux_steps]),
+        helper.make_tensor_value_info("phase", TensorProto.FLOAT, ["batch", aux_steps]),
         helper.make_tensor_value_info("level", TensorProto.FLOAT, ["batch", 1]),
     ]
     graph = helper.make_graph(

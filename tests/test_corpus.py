@@ -6,6 +6,7 @@ one-function Relax rollout TQS runs) must equal onnxruntime's rollout under the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -170,18 +171,30 @@ def test_time_feature_is_inferred_and_advanced():
     spec = RolloutSpec.from_onnx(onnx.load(str(CORPUS / "time_feature_op17.onnx")))
     (hour,) = spec.aux_inputs
     assert (hour.name, hour.policy, hour.time_axis, hour.period) == ("hour", "time", 1, 24.0)
+    # A stride of 5 (not a multiple of the period): an hour left in place would show.
+    spec = dataclasses.replace(spec, stride=5)
     x = np.zeros((1, 96, 7), np.float32)
     h = (np.arange(96) % 24)[None].astype(np.int64)
     seen = []
     spec.rollout(
         lambda feeds: (seen.append(feeds["hour"].copy()), np.zeros((1, 24, 7), np.float32))[1],
         x,
-        STEPS,
+        10,
         aux={"hour": h},
     )
-    np.testing.assert_array_equal(seen[1], ((np.arange(96) + 24) % 24)[None])
+    np.testing.assert_array_equal(seen[1], ((np.arange(96) + 5) % 24)[None])
+    # The compiled rollout advances it the same way: its forecast equals onnxruntime's under this contract.
+    from tvm_tqs.graph import fuse
+    from tvm_tqs.rollout import compile_rollout
+
+    path = CORPUS / "time_feature_op17.onnx"
+    rollout = compile_rollout(fuse(path, rollout=spec), spec, STEPS)
+    context = SyntheticContexts().make(spec, 1, seed=3)
+    start = {"hour": ((np.arange(96) + 7) % 24)[None].astype(np.int64)}
+    want = _ort_rollout(path, spec, context, start)
+    assert np.abs(rollout(context, aux=start) - want).max() <= 1e-5 * np.abs(want).max()
     # The model reads the hour: shifting it changes the forecast.
-    sess = ort.InferenceSession(str(CORPUS / "time_feature_op17.onnx"))
+    sess = ort.InferenceSession(str(path))
     a = sess.run(None, {"x": x, "hour": h})[0]
     b = sess.run(None, {"x": x, "hour": (h + 6) % 24})[0]
     assert not np.allclose(a, b)

@@ -111,3 +111,67 @@ def test_context_shape_errors_name_the_input():
     s = spec()
     with pytest.raises(RolloutSpecError, match=r"context for input 'window' must have shape \[batch, 6, 3\]"):
         s.rollout(lambda inputs: inputs, np.zeros((1, 5, 3), np.float32), steps=2)
+
+
+def _io_model(inputs, outputs):
+    """A graph with only these inputs and outputs (inference reads nothing else)."""
+    from onnx import TensorProto, helper
+
+    types = {"float": TensorProto.FLOAT, "bool": TensorProto.BOOL, "int64": TensorProto.INT64}
+    graph = helper.make_graph(
+        [],
+        "io",
+        [helper.make_tensor_value_info(n, types[t], d) for n, t, d in inputs],
+        [helper.make_tensor_value_info(n, types[t], d) for n, t, d in outputs],
+    )
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize(
+    "inputs, outputs, expect",
+    [
+        ([("x", "float", ["b", 7, 96])], [("y", "float", ["b", 7, 24])], ("BCL", "BCH", 96, 7, 24)),
+        ([("x", "float", ["b", 96])], [("y", "float", ["b", 24])], ("BL", "BH", 96, 1, 24)),
+        ([("x", "float", ["b", 96, 7])], [("y", "float", ["b", 24, 7])], ("BLC", "BHC", 96, 7, 24)),
+        ([("x", "float", ["b", 7, 96])], [("y", "float", ["b", 24, 7])], ("BCL", "BHC", 96, 7, 24)),
+    ],
+)
+def test_inferred_layouts(inputs, outputs, expect):
+    s = infer_rollout_spec(_io_model(inputs, outputs))
+    assert (s.window_layout, s.forecast_layout, s.lookback, s.channels, s.horizon) == expect
+
+
+@pytest.mark.parametrize(
+    "inputs, outputs, match",
+    [
+        # L == H: [B, 96, 7] -> [B, 96, 7] reads as BLC/BHC and as BCL/BCH; refuse to guess.
+        ([("x", "float", ["b", 96, 7])], [("y", "float", ["b", 96, 7])], "several readings fit"),
+        # month: 0- or 1-based, period 12 or none? Left to the user.
+        (
+            [("x", "float", ["b", 96, 7]), ("month", "int64", ["b", 96])],
+            [("y", "float", ["b", 24, 7])],
+            "the period and start of time input 'month'",
+        ),
+        # A padding mask marks what is NOT observed: not an observed-mask.
+        (
+            [("x", "float", ["b", 96, 7]), ("key_padding_mask", "bool", ["b", 96])],
+            [("y", "float", ["b", 24, 7])],
+            "the policy of input 'key_padding_mask'",
+        ),
+    ],
+)
+def test_inference_refuses_to_guess(inputs, outputs, match):
+    with pytest.raises(RolloutSpecError, match=match) as err:
+        infer_rollout_spec(_io_model(inputs, outputs))
+    assert '"<choose>"' in str(err.value)  # the skeleton to edit follows the paragraph
+
+
+def test_inferred_calendar_and_counter_inputs():
+    s = infer_rollout_spec(
+        _io_model(
+            [("x", "float", ["b", 96, 7]), ("hour", "int64", ["b", 96]), ("time_idx", "int64", ["b", 96])],
+            [("y", "float", ["b", 24, 7])],
+        )
+    )
+    hour, idx = s.aux_inputs
+    assert (hour.policy, hour.period, idx.policy, idx.period) == ("time", 24.0, "time", None)

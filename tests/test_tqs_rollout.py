@@ -66,14 +66,15 @@ def test_window_shape_mismatch_is_reported():
         rollout_module(mod, wrong, 8)
 
 
+@pytest.mark.parametrize("aux_steps", [8, 3, 2])  # longer than, equal to, shorter than the stride
 @pytest.mark.parametrize("method", ["unrolled", "recursive"])
-def test_every_aux_policy_in_relax_equals_the_numpy_reference_on_onnxruntime(method):
+def test_every_aux_policy_in_relax_equals_the_numpy_reference_on_onnxruntime(method, aux_steps):
     ort = pytest.importorskip("onnxruntime")
     from onnx_builders import every_aux_policy
 
     from tvm_tqs.contract import RolloutSpec
 
-    model = every_aux_policy()
+    model = every_aux_policy(aux_steps=aux_steps)
     spec = RolloutSpec.from_dict(
         {
             "version": 2,
@@ -88,19 +89,22 @@ def test_every_aux_policy_in_relax_equals_the_numpy_reference_on_onnxruntime(met
                 {"name": "cov", "policy": "supplied", "time_axis": 1},
                 {"name": "mask", "policy": "observed_mask", "time_axis": 1},
                 {"name": "step", "policy": "time", "time_axis": 1},  # step: the last difference
+                {"name": "phase", "policy": "time", "time_axis": 1, "step": 0.125, "period": 1.0},
                 {"name": "level", "policy": "constant"},
             ],
         }
     )
     rng = np.random.default_rng(2)
+    n = aux_steps
     x = rng.standard_normal((2, 8, 2)).astype(np.float32)
     aux = {
-        "cov": rng.standard_normal((2, 8)).astype(np.float32),
-        "mask": rng.random((2, 8)) > 0.3,
-        "step": np.stack([np.arange(8) * 2, np.arange(8) + 5]).astype(np.int64),
+        "cov": rng.standard_normal((2, n)).astype(np.float32),
+        "mask": rng.random((2, n)) > 0.3,
+        "step": np.stack([np.arange(n) * 2, np.arange(n) + 5]).astype(np.int64),
+        "phase": ((np.arange(n)[None] * 0.125 + np.array([[0.0], [0.5]])) % 1.0).astype(np.float32),
         "level": rng.standard_normal((2, 1)).astype(np.float32),
     }
-    future = {"cov": rng.standard_normal((2, 12)).astype(np.float32)}
+    future = {"cov": rng.standard_normal((2, 9)).astype(np.float32)}  # (calls - 1) * stride steps
     sess = ort.InferenceSession(model.SerializeToString())
     seen = []
 
@@ -109,9 +113,11 @@ def test_every_aux_policy_in_relax_equals_the_numpy_reference_on_onnxruntime(met
         return sess.run(None, feeds)[0]
 
     expected = spec.rollout(run, x, steps=10, aux=aux, aux_future=future)
-    np.testing.assert_array_equal(seen[1]["step"][0], np.arange(3, 11) * 2)  # advanced by its own step
-    assert seen[1]["mask"][:, -3:].all() and seen[1]["mask"].dtype == bool
-    np.testing.assert_array_equal(seen[1]["cov"][:, -3:], future["cov"][:, :3])
+    r = min(3, n)
+    np.testing.assert_array_equal(seen[1]["step"][0], (np.arange(n) + 3) * 2)  # advanced by its own step
+    np.testing.assert_allclose(seen[1]["phase"][0], ((np.arange(n) + 3) * 0.125) % 1.0, atol=1e-7)
+    assert seen[1]["mask"][:, -r:].all() and seen[1]["mask"].dtype == bool
+    np.testing.assert_array_equal(seen[1]["cov"][:, -r:], future["cov"][:, 3 - r : 3])
     mod = fuse(model, {"batch": 2}, rollout=spec)
     got = compile_rollout(mod, spec, 10, method=method)(x, aux=aux, aux_future=future)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

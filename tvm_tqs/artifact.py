@@ -119,10 +119,9 @@ class CompiledModel:
         window_dtype = sigs[spec.window_input][1]
         b = sigs[spec.window_input][0][0]
         rows = len(context)
-        if aux is None or aux_future is None:
-            aux = spec.default_aux(sigs, rows) if aux is None else aux
-            steps = spec.calls(horizon) * spec.stride
-            aux_future = spec.default_future(sigs, rows, steps) if aux_future is None else aux_future
+        steps = spec.calls(horizon) * spec.stride
+        aux = {**spec.default_aux(sigs, rows), **(aux or {})}
+        aux_future = {**spec.default_future(sigs, rows, steps), **(aux_future or {})}
         out = []
         for start in range(0, rows, b):
             idx = np.arange(start, start + b) % rows if rows % b else np.arange(start, start + b)

@@ -121,7 +121,7 @@ class AuxInput:
         step = 1.0 if self.step is None else self.step
         t = start + step * np.arange(n, dtype=np.float64)
         if self.period is not None:
-            t = np.mod(t, self.period)
+            t = t - np.floor(t / self.period) * self.period
         return np.broadcast_to(t.reshape(view), shape).astype(dtype)
 
     def advance(self, x: np.ndarray, stride: int, future_rows: np.ndarray | None = None) -> np.ndarray:
@@ -137,13 +137,17 @@ class AuxInput:
             new = np.full(shape, self.fill, dtype=np.float64).astype(x.dtype)
         elif self.policy == "time":
             last = np.take(x, [n - 1], axis=a).astype(np.float64)
-            delta = self.step if self.step is not None else last - np.take(x, [n - 2], axis=a)
+            if self.step is None and n < 2:
+                raise RolloutSpecError(f"time input '{self.name}' has one step along axis {a}: give its step")
+            delta = (
+                self.step if self.step is not None else last - np.take(x, [n - 2], axis=a).astype(np.float64)
+            )
             view = [1] * x.ndim
             view[a] = r
             mult = np.arange(stride - r + 1, stride + 1, dtype=np.float64).reshape(view)
             new = last + delta * mult
-            if self.period is not None:
-                new = np.mod(new, self.period)
+            if self.period is not None:  # the compiled rollout's formula, to the last bit
+                new = new - np.floor(new / self.period) * self.period
             new = new.astype(x.dtype)
         else:
             if future_rows is None:
@@ -473,6 +477,10 @@ class RolloutSpec:
                 break
             s = self.stride
             step_exog = None if exog is None else exog[:, n * s : (n + 1) * s]
+            if step_exog is not None and step_exog.shape[1] != s:
+                raise RolloutSpecError(
+                    f"exog must hold >= {(n_calls - 1) * s} future steps; got {exog.shape[1]}"
+                )
             window = self.next_window(window, forecast, step_exog)
             for a in self.aux_inputs:
                 rows = None

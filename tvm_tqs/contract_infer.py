@@ -20,7 +20,23 @@ _FLOAT = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool"}
 _ONNX_DTYPES.update(_FLOAT)
 _TIME_NAME = re.compile(r"hour|minute|day|week|month|year|time|tod|dow|calendar|step|position|date", re.I)
-_PERIODS = (("hour", 24.0), ("minute", 60.0), ("dayofweek", 7.0), ("weekday", 7.0), ("dow", 7.0))
+# Names whose period is certain (0-based calendar fields) and counters that have none; any other time-like
+# name (month: 0- or 1-based? minute_of_day?) is left for the user to declare.
+_PERIODS = {"hour": 24.0, "hour_of_day": 24.0, "hourofday": 24.0, "minute": 60.0, "minute_of_hour": 60.0,
+            "dayofweek": 7.0, "day_of_week": 7.0, "weekday": 7.0, "dow": 7.0}  # fmt: skip
+_COUNTERS = {
+    "t",
+    "time",
+    "time_idx",
+    "time_index",
+    "timestep",
+    "step",
+    "steps",
+    "position",
+    "positions",
+    "pos",
+}
+_NOT_OBSERVED = re.compile(r"pad|missing|nan|invalid", re.I)  # a bool mask that marks what is NOT observed
 _FORECAST_NAME = re.compile(r"forecast|pred|output|^y$|^out", re.I)
 _TODO = "<choose>"
 
@@ -146,10 +162,16 @@ class _Inference:
             )
             self.fields.setdefault("forecast_layout", _TODO)
             return
-        # Several readings fit when L == H or C == L: channels-last is the common export convention.
-        wl, fl, L, C, H = next((o for o in options if o[:2] == ("BLC", "BHC")), options[0])
-        if len({(o[2], o[3], o[4]) for o in options}) > 1 and options[0][:2] != ("BLC", "BHC"):
-            self.todo("window_layout", f"the layouts of window {x} and forecast {y} (several readings fit)")
+        wl, fl, L, C, H = options[0]
+        if len({(o[2], o[3], o[4]) for o in options}) > 1:  # L == H, or C == L: no way to tell
+            readings = "; ".join(
+                f"{o[0]}/{o[1]}: lookback {o[2]}, channels {o[3]}, horizon {o[4]}" for o in options
+            )
+            self.todo(
+                "window_layout",
+                f"the layouts of window {x} and forecast {y}: several readings fit ({readings})",
+            )
+            self.fields.setdefault("forecast_layout", _TODO)
             return
         self.fields.update(window_layout=wl, forecast_layout=fl, lookback=L, channels=C, horizon=H)
 
@@ -162,13 +184,18 @@ class _Inference:
                 continue
             axis = next((i for i, d in enumerate(dims) if i > 0 and d == lookback), None)
             entry = {"name": name}
-            if dtype == "bool" and axis is not None:
+            key = name.lower()
+            if dtype == "bool" and axis is not None and not _NOT_OBSERVED.search(name):
                 entry.update(policy="observed_mask", time_axis=axis)
-            elif dtype.startswith("int") and axis is not None and _TIME_NAME.search(name):
+            elif dtype.startswith("int") and axis is not None and (key in _PERIODS or key in _COUNTERS):
                 entry.update(policy="time", time_axis=axis)
-                period = next((p for key, p in _PERIODS if key in name.lower()), None)
-                if period is not None:
-                    entry["period"] = period
+                if key in _PERIODS:
+                    entry["period"] = _PERIODS[key]
+            elif dtype.startswith("int") and axis is not None and _TIME_NAME.search(name):
+                entry.update(policy="time", time_axis=axis, period=_TODO, start=_TODO)
+                self.missing.append(
+                    f"the period and start of time input '{name}' ({dtype} {dims}), or null for a counter"
+                )
             else:
                 entry.update(policy=_TODO, time_axis=axis)
                 self.missing.append(
@@ -257,8 +284,11 @@ def check_model(
                 f'"time_axis": ...}} to aux_inputs'
             )
         a: AuxInput = aux[name]
-        if ashape[0] != batch:
-            bad(f"auxiliary input '{name}' has batch {ashape[0]} but the window has {batch}")
+        if not ashape or ashape[0] != batch:
+            bad(
+                f"auxiliary input '{name}' has shape {list(ashape)}; its axis 0 must be the batch "
+                f"({batch}, as the window's)"
+            )
         if a.policy == "constant":
             continue
         if a.time_axis >= len(ashape):

@@ -191,17 +191,23 @@ class _Emitter:
             value = np.array(a.fill).astype(dtype)
             new = bb.emit(op.full(new_shape, relax.const(value, dtype), dtype))
         elif a.policy == "time":
-            last = bb.emit(op.strided_slice(x, [ax], [n - 1], [n]))
+            # In float64 whatever the input's dtype, as the numpy reference: no wrap-around in small ints,
+            # no truncated fractional step, the same rounding at the period boundary.
+            f64 = "float64"
+            last = bb.emit(op.astype(op.strided_slice(x, [ax], [n - 1], [n]), f64))
             if a.step is not None:
-                delta = relax.const(np.array(a.step).astype(dtype), dtype)
+                delta = relax.const(np.array(a.step, np.float64), f64)
             else:
-                delta = bb.emit(op.subtract(last, op.strided_slice(x, [ax], [n - 2], [n - 1])))
+                prev = op.astype(op.strided_slice(x, [ax], [n - 2], [n - 1]), f64)
+                delta = bb.emit(op.subtract(last, prev))
             view = [1] * len(shape)
             view[ax] = r
-            mult = np.arange(s - r + 1, s + 1).reshape(view).astype(dtype)
-            new = bb.emit(op.add(last, op.multiply(delta, relax.const(mult, dtype))))
+            mult = np.arange(s - r + 1, s + 1, dtype=np.float64).reshape(view)
+            new = bb.emit(op.add(last, op.multiply(delta, relax.const(mult, f64))))
             if a.period is not None:
-                new = bb.emit(op.floor_mod(new, relax.const(np.array(a.period).astype(dtype), dtype)))
+                period = relax.const(np.array(a.period, np.float64), f64)
+                new = bb.emit(op.subtract(new, op.multiply(op.floor(op.divide(new, period)), period)))
+            new = bb.emit(op.astype(new, dtype))
         else:
             new = future_rows if r == s else bb.emit(op.strided_slice(future_rows, [ax], [s - r], [s]))
         if s >= n:
@@ -397,13 +403,15 @@ class CompiledRollout:
         return self._defaults
 
     def _aux_args(self, aux, aux_future) -> list:
+        import tvm
+
         default_aux, default_fut = self.defaults()
         total = self.spec.calls(self.steps) * self.spec.stride
         args = []
         for a in self.spec.aux_inputs:
             value = (aux or {}).get(a.name, default_aux[a.name])
             shape, dtype = self.signatures[a.name]
-            if not hasattr(value, "device"):
+            if not isinstance(value, tvm.runtime.Tensor):
                 value = np.asarray(value)
                 if value.shape != shape:
                     raise RolloutSpecError(
@@ -414,9 +422,11 @@ class CompiledRollout:
         futures = []
         for a in self.spec.supplied_aux:
             value = (aux_future or {}).get(a.name, default_fut[a.name])
-            if not hasattr(value, "device"):
-                value = np.take(np.asarray(value), np.arange(total), axis=a.time_axis)
-                value = self.tensor(value.astype(self.signatures[a.name][1]))
+            if not isinstance(value, tvm.runtime.Tensor):
+                rows = _future_rows(
+                    np.asarray(value), a.time_axis, total, self.spec, f"aux_future['{a.name}']"
+                )
+                value = self.tensor(rows.astype(self.signatures[a.name][1]))
             futures.append(value)
         return args, futures
 
@@ -437,7 +447,7 @@ class CompiledRollout:
             if exog is None:
                 raise RolloutSpecError("exogenous='supplied' needs the future exogenous values (exog=...)")
             total = self.spec.calls(self.steps) * self.spec.stride
-            exog = np.asarray(exog, dtype=np.float32)[:, :total]
+            exog = _future_rows(np.asarray(exog, dtype=np.float32), 1, total, self.spec, "exog")
             if exog.shape != (self.batch, total, len(self.spec.exogenous_channels)):
                 raise RolloutSpecError(
                     f"exog must have shape [{self.batch}, >= {total}, {len(self.spec.exogenous_channels)}]; "
@@ -452,6 +462,17 @@ class CompiledRollout:
             )
         args += [a if isinstance(a, tvm.runtime.Tensor) else self.tensor(a) for a in extra]
         return self._fn(*args).numpy()
+
+
+def _future_rows(value: np.ndarray, axis: int, total: int, spec: RolloutSpec, what: str) -> np.ndarray:
+    """`total` steps of a future along `axis`: the steps the rollout reads ((calls - 1) * stride) are
+    required; the last call's, never read, are padded with the last given step."""
+    need = total - spec.stride
+    have = value.shape[axis] if value.ndim > axis else 0
+    if have < need or have == 0:
+        raise RolloutSpecError(f"{what} must hold >= {need} future steps on axis {axis}; got {have}")
+    index = np.minimum(np.arange(total), have - 1)
+    return np.ascontiguousarray(np.take(value, index, axis=axis))
 
 
 def compile_rollout(

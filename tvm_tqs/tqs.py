@@ -569,10 +569,14 @@ def score(
     # batch-major order is assumed, and this catches a batch-minor one before any scoring.
     if runner.name == "rows" and plan.merged and B >= 3:
         culprits = _leaking_sites(runner, plan, ctx, fut_rows, n_rep, eps, fill_noise)
-        if culprits:
+        if culprits is not None:
+            where = (
+                f"at sites {culprits[:8]}{' ...' if len(culprits) > 8 else ''}"
+                if culprits
+                else (f"when sites {list(plan.merged)[:8]} are perturbed together")
+            )
             path_reason = (
-                f"perturbing one batch row changed other rows at sites {culprits[:8]}"
-                f"{' ...' if len(culprits) > 8 else ''} (their results mix batch rows)"
+                f"perturbing one batch row changed other rows {where} (their results mix batch rows)"
             )
             if path == "rows":
                 raise TQSError(f"the rows path cannot score this model: {path_reason}")
@@ -656,8 +660,9 @@ def score(
     )
 
 
-def _leaking_sites(runner, plan, ctx, fut_rows, n_rep, eps, fill_noise) -> list[int]:
-    """Merged-axis sites where perturbing batch row 1 changes another row (bisection over the sites)."""
+def _leaking_sites(runner, plan, ctx, fut_rows, n_rep, eps, fill_noise) -> list[int] | None:
+    """Merged-axis sites where perturbing batch row 1 changes another row (bisection over the sites); None
+    when no row changes, [] when rows change only with several sites perturbed together."""
     B = runner.batch
     mode = plan.mode
     zero_scale = np.zeros((B, plan.columns), np.float32)
@@ -674,8 +679,10 @@ def _leaking_sites(runner, plan, ctx, fut_rows, n_rep, eps, fill_noise) -> list[
         others = np.arange(B) != 1
         return not np.array_equal(out[others], base[others])
 
+    if not leaks(list(plan.merged)):
+        return None
     culprits: list[int] = []
-    stack = [list(plan.merged)] if leaks(list(plan.merged)) else []
+    stack = [list(plan.merged)]
     while stack:
         group = stack.pop()
         if len(group) == 1:

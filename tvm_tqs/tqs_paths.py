@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .errors import TQSError
-from .frontend.load import bind_shapes, graph_inputs
+from .frontend.load import graph_inputs
 
 MAX_BATCH = 128  # rows per compiled-rollout execution (larger batches only add memory on a 2-core host)
 
@@ -112,7 +112,7 @@ def build_path(
 
     progress(0, 1, "fusing")
     dynamic = symbolic_batch(proto)
-    probe = fuse(proto, bind_shapes(proto, input_shapes, 1) if dynamic else input_shapes, rollout=spec)
+    probe = fuse(proto, _batch_only(proto, input_shapes, 1) if dynamic else input_shapes, rollout=spec)
     ops = fused_ops(probe)
     rows = int(batch) if batch else max(2, min(MAX_BATCH, rows_hint(ops)))
     if rows < 2:

@@ -53,6 +53,15 @@ def _evaluate(node: onnx.NodeProto, inputs: list, opset: list) -> list[np.ndarra
         return None
 
 
+def _inputs_with_subgraphs(node: onnx.NodeProto):
+    """The node's inputs and every name its subgraphs (If / Loop / Scan bodies) read from outside."""
+    yield from node.input
+    for attr in node.attribute:
+        for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in g.node:
+                yield from _inputs_with_subgraphs(inner)
+
+
 def fold_constants(model: onnx.ModelProto, input_shapes: dict | None = None) -> tuple[onnx.ModelProto, int]:
     """(a copy of `model` with its constant subgraphs folded, the number of nodes folded).
 
@@ -85,15 +94,20 @@ def fold_constants(model: onnx.ModelProto, input_shapes: dict | None = None) -> 
             and node.input
         ):
             values = _evaluate(node, [known.get(name) for name in node.input], opset)
-        if values is None or any(np.asarray(v).size > _MAX_ELEMENTS for v in values):
+        if (
+            values is None
+            or not all(isinstance(v, np.ndarray | np.generic) for v in values)  # tensors only, no sequences
+            or any(np.asarray(v).size > _MAX_ELEMENTS for v in values)
+        ):
             kept.append(node)
             continue
         for name, value in zip(node.output, values, strict=True):
-            known[name] = np.asarray(value)
+            if name:
+                known[name] = np.asarray(value)
         folded += 1
     if not folded:
         return model, 0
-    used = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    used = {name for node in kept for name in _inputs_with_subgraphs(node)} | {o.name for o in graph.output}
     initial = {t.name for t in graph.initializer}
     del graph.node[:]
     graph.node.extend(kept)

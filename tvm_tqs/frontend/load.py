@@ -281,13 +281,18 @@ def import_onnx(
         # is constant once the shapes are bound: fold it and try once more.
         from .fold import fold_constants
 
-        folded, count = fold_constants(proto, shapes)
+        try:
+            folded, count = fold_constants(proto, shapes)
+        except Exception:  # noqa: BLE001 - the importer's own error is the one to report
+            count = 0
         try:
             if not count:
                 raise err
             mod = run_importer(folded)
         except Exception as again:  # noqa: BLE001
-            after = f" (and again after folding {count} constant nodes: {type(again).__name__})" if count else ""
+            after = (
+                f" (and again after folding {count} constant nodes: {type(again).__name__})" if count else ""
+            )
             raise ModelLoadError(
                 f"TVM's ONNX importer failed on {source}: {type(err).__name__}: {err}{after}"
             ) from err
