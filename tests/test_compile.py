@@ -128,16 +128,18 @@ def test_latency_budget_is_met_as_measured_on_this_host(report, tmp_path, monkey
         ).median_ms
         for p in ("fp32", "int8")
     }
-    # Between all-fp32 and all-int8 where int8 is clearly faster (AVX-512 VNNI hosts). Where it is not (AVX2
-    # only: the example's int8 kernels take about fp32's time), no tighter-than-fp32 budget is feasible and
-    # the per-kernel table overestimates the whole model, so the budget sits just above the fp32 model.
+    # Between all-fp32 and all-int8 where int8 is clearly faster (AVX-512 VNNI hosts); just above the fp32
+    # model where it is not (AVX2 only: the example's int8 kernels take about fp32's time). Never under what
+    # the per-kernel table predicts for the all-fp32 plan: the table sums kernels measured alone and can
+    # overestimate the whole model, and a budget it deems infeasible is refused (docs/latency.md).
+    loose = tvm_tqs.compile(
+        EXAMPLE, target="x86", budget=Budget(latency_ms=1e3), tqs_report=report, batch=32, runner="local"
+    )
+    table_fp32 = loose.trace[0]["predicted_ms"]
     if base["int8"] < 0.85 * base["fp32"]:
-        budget = Budget(latency_ms=0.5 * (base["fp32"] + base["int8"]))
+        budget = Budget(latency_ms=max(0.5 * (base["fp32"] + base["int8"]), 1.1 * table_fp32))
     else:
-        loose = tvm_tqs.compile(
-            EXAMPLE, target="x86", budget=Budget(latency_ms=1e3), tqs_report=report, batch=32, runner="local"
-        )
-        budget = Budget(latency_ms=max(1.25 * base["fp32"], 1.1 * loose.trace[0]["predicted_ms"]))
+        budget = Budget(latency_ms=max(1.25 * base["fp32"], 1.1 * table_fp32))
     compiled = tvm_tqs.compile(
         EXAMPLE, target="x86", budget=budget, tqs_report=report, batch=32, runner="local"
     )
