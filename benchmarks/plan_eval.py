@@ -61,7 +61,7 @@ class Planner:
 
     def __init__(self, path: Path | str, target: str = TARGET, group_size: int = INT4_GROUP):
         from tvm_tqs.compiler import _fixed_float_bytes, _groups
-        from tvm_tqs.frontend.load import batch_shapes, import_onnx, read_onnx, rollout_spec_of
+        from tvm_tqs.frontend.load import bind_shapes, import_onnx, read_onnx, rollout_spec_of
         from tvm_tqs.graph import fused_ops
         from tvm_tqs.passes.fuse import fuse_pipeline
         from tvm_tqs.passes.quantize import quantizable_sites
@@ -72,7 +72,7 @@ class Planner:
         self.group_size = group_size
         self.spec = get_target(target)
         proto, source = read_onnx(self.path)
-        self.shapes = batch_shapes(proto, 1)
+        self.shapes = bind_shapes(proto, None, 1)
         mod = import_onnx(proto, self.shapes, source)
         self.rollout = rollout_spec_of(mod)
         self.fused = fuse_pipeline()(mod)
@@ -115,9 +115,7 @@ class Planner:
         """compile()'s error model table for these per-site gains (one data-free activation pass)."""
         from tvm_tqs.compiler import _group_errors
 
-        return _group_errors(
-            self.groups, gains, self.fused, self.rollout, None, seeds, rtn, self.group_size
-        )
+        return _group_errors(self.groups, gains, self.fused, self.rollout, None, seeds, rtn, self.group_size)
 
     def weight_errors2(self) -> dict[str, dict[str, float]]:
         """The weight-error baseline: e_g^2 = r_w(g, p)^2, every distinct weight once (no gains, no

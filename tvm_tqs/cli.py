@@ -30,14 +30,12 @@ def _parse_shapes(items: list[str]) -> dict:
 
 def _input_shapes(args) -> dict:
     """--shape values, plus --batch for every symbolic leading dimension not given otherwise."""
-    from .frontend.load import batch_shapes, read_onnx
+    from .frontend.load import bind_shapes, read_onnx
 
     shapes = _parse_shapes(args.shape)
-    if args.batch is not None:
-        proto, _ = read_onnx(args.model)
-        for name, value in batch_shapes(proto, args.batch).items():
-            shapes.setdefault(name, value)
-    return shapes
+    if args.batch is None:
+        return shapes
+    return bind_shapes(read_onnx(args.model)[0], shapes, args.batch)
 
 
 def _cmd_inspect(args) -> int:

@@ -172,15 +172,6 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in proto.graph.input if i.name not in initializers]
 
 
-def batch_shapes(proto: onnx.ModelProto, batch: int) -> dict[str, int]:
-    """``{symbolic dim: batch}`` for every symbolic leading (batch) dimension of the model's inputs."""
-    return {
-        dims[0].dim_param: batch
-        for inp in graph_inputs(proto)
-        if (dims := inp.type.tensor_type.shape.dim) and dims[0].dim_param
-    }
-
-
 def bind_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None, batch: int | None = None) -> dict:
     """`input_shapes` plus `batch` (default 1) for every symbolic leading dimension they leave open: the one
     way `load`, `inspect`, `score` and `compile` bind shapes."""
