@@ -3,8 +3,8 @@ laid open (weight groups, their sizes and predicted errors), and the measurement
 
 `Planner` builds, once per model, what `tvm_tqs.compile` builds on every call before it solves: the fused
 graph's weight groups, their storage per precision and the error model's e_g(p)^2 table (for any gains: the
-TQS gains of a report, its single-step gains, or none). It calls compile()'s own helpers
-(`tvm_tqs.compiler._groups`, `_group_errors`, `_solve`, `_totals`), so a plan solved here is the plan
+TQS gains of a report, its single-step gains, or none). It is a thin layer over compile()'s own
+`tvm_tqs.planning.PlanningProblem` (tests/test_planning.py checks they agree), so a plan solved here is the plan
 ``compile(model, "x86", Budget(size_bytes=...), tqs_report=report)`` returns, and the predicted error of any
 plan is compile()'s ``plan.predicted_error`` formula, sqrt(sum_g e_g^2). This lets one TQS report and one
 activation pass serve every budget and every random plan; a plan is then built with
@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import tvm_tqs
-from tvm_tqs.error_model import INT4_GROUP, weight_error
+from tvm_tqs.error_model import weight_error
+from tvm_tqs.planning import PlanningProblem
+from tvm_tqs.planning import gains_of as planning_gains
+from tvm_tqs.precision import INT4_GROUP
 from tvm_tqs.quantizers import rtn
 from tvm_tqs.solver import Budget
 
@@ -44,8 +47,10 @@ def scored_planner(path: Path) -> tuple[object, Planner, dict[str, float]]:
 
 
 def gains_of(report, attr: str = "gain") -> dict[int, float]:
-    """Per-site gains as compile() reads them from a report: `attr` for scored sites, 0 for sites with
-    no effect on the forecast, inf for sites TQS could not perturb (those stay fp32)."""
+    """Per-site gains as compile() reads them (`tvm_tqs.planning.gains_of`), from `attr` of each scored site
+    ("gain", or "gain_first_call" for the single-step baseline)."""
+    if attr == "gain":
+        return planning_gains(report)
     out = {}
     for s in report.sites:
         value = getattr(s, attr)
@@ -57,30 +62,15 @@ def gains_of(report, attr: str = "gain") -> dict[int, float]:
 
 
 class Planner:
-    """The weight groups of one model for the host target, with sizes and error tables."""
+    """A model's `tvm_tqs.planning.PlanningProblem` for the host target, with plans keyed by weight group."""
 
     def __init__(self, path: Path | str, target: str = TARGET, group_size: int = INT4_GROUP):
-        from tvm_tqs.compiler import _fixed_float_bytes, _groups
-        from tvm_tqs.frontend.load import bind_shapes, import_onnx, read_onnx, rollout_spec_of
-        from tvm_tqs.graph import fused_ops
-        from tvm_tqs.passes.fuse import fuse_pipeline
-        from tvm_tqs.passes.quantize import quantizable_sites
-        from tvm_tqs.targets.registry import get_target
-
-        # The same steps, in the same order and with compile()'s default batch of 1, as tvm_tqs.compile.
+        # compile()'s own problem, loaded as compile() loads it (batch 1).
+        self.problem = PlanningProblem.from_model(str(path), target, group_size=group_size)
         self.path = str(path)
         self.group_size = group_size
-        self.spec = get_target(target)
-        proto, source = read_onnx(self.path)
-        self.shapes = bind_shapes(proto, None, 1)
-        mod = import_onnx(proto, self.shapes, source)
-        self.rollout = rollout_spec_of(mod)
-        self.fused = fuse_pipeline()(mod)
-        self.ops = fused_ops(self.fused)
-        self.groups = _groups(self.ops, quantizable_sites(mod), self.spec)
-        self.fixed_bytes = _fixed_float_bytes(self.ops, {g.name for g in self.groups})
-        grouped = {s for g in self.groups for s in g.sites}
-        self.fixed_bops = float(sum(op.macs * 32 * 32 for op in self.ops if op.index not in grouped))
+        self.groups = self.problem.groups
+        self.rollout = self.problem.rollout
 
     # -- plans are {group name: precision} here; `site_plan` turns them into compile(plan=) form ---------
     def names(self) -> list[str]:
@@ -94,28 +84,16 @@ class Planner:
 
     def uniform(self, precision: str) -> dict[str, str]:
         """compile(uniform=) semantics: groups that do not offer `precision` stay fp32."""
-        return {g.name: precision if precision in g.options else "fp32" for g in self.groups}
+        return self.group_plan(self.problem.uniform(precision))
 
     def size(self, plan: dict[str, str]) -> float:
         """Total constant bytes of the model under `plan` (compile()'s ``plan.totals["size_bytes"]``)."""
-        from tvm_tqs.compiler import _totals
-
-        return _totals(
-            self.groups,
-            self.ops,
-            self.site_plan(plan),
-            self.fixed_bytes,
-            self.fixed_bops,
-            self.group_size,
-            None,
-        )["size_bytes"]
+        return self.problem.totals(self.site_plan(plan))["size_bytes"]
 
     # -- error tables: {group: {precision: e_g^2}} ---------------------------------------------------
     def errors2(self, gains: dict[int, float], seeds: int = 8) -> dict[str, dict[str, float]]:
         """compile()'s error model table for these per-site gains (one data-free activation pass)."""
-        from tvm_tqs.compiler import _group_errors
-
-        return _group_errors(self.groups, gains, self.fused, self.rollout, None, seeds, rtn, self.group_size)
+        return self.problem.error_table(gains, None, seeds, rtn)
 
     def weight_errors2(self) -> dict[str, dict[str, float]]:
         """The weight-error baseline: e_g^2 = r_w(g, p)^2, every distinct weight once (no gains, no
@@ -141,20 +119,7 @@ class Planner:
 
     def solve(self, errors2: dict, size_bytes: float) -> dict[str, str]:
         """compile()'s knapsack under a size budget (whole-model bytes)."""
-        from tvm_tqs.compiler import _solve
-
-        precisions, _, _ = _solve(
-            self.groups,
-            self.ops,
-            errors2,
-            Budget(size_bytes=size_bytes),
-            self.fixed_bytes,
-            self.fixed_bops,
-            None,
-            self.group_size,
-            "auto",
-        )
-        return self.group_plan(precisions)
+        return self.group_plan(self.problem.solve(errors2, Budget(size_bytes=size_bytes)).precisions)
 
     # -- random plans ----------------------------------------------------------------------------------
     def random_plan(self, rng: np.random.Generator, allowed: dict[str, tuple[str, ...]]) -> dict[str, str]:

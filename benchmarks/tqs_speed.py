@@ -71,7 +71,7 @@ def naive(path: Path, report) -> tuple[dict, np.ndarray]:
     from tvm_tqs.passes.perturb import PerturbSites, batch_layouts, perturb_plan_of, site_noise
     from tvm_tqs.passes.reduction_loop_order import ReductionLoopOrder
     from tvm_tqs.rollout import RolloutSpec
-    from tvm_tqs.runtime import Runner, build
+    from tvm_tqs.runtime import VMRunner, build
     from tvm_tqs.tqs import divergence, site_scores
 
     t0 = time.perf_counter()
@@ -82,7 +82,7 @@ def naive(path: Path, report) -> tuple[dict, np.ndarray]:
     mod, probe = fuse(proto, shape(rows)), fuse(proto, shape(1))
     pm = PerturbSites(batch_layouts(mod, rows, probe, 1), "output")(mod)
     plan = perturb_plan_of(pm)
-    run = Runner(build(ReductionLoopOrder()(pm)))  # the same kernels as the batched rollout
+    run = VMRunner(build(ReductionLoopOrder()(pm)))  # the same kernels as the batched rollout
     compile_s = time.perf_counter() - t0
 
     eps = report.eps

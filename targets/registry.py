@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 import tvm
 
 from tvm_tqs.errors import TQSError
+from tvm_tqs.precision import PRECISION_ORDER
 
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+from .host import host_cpu, host_features
+
+PRECISIONS = PRECISION_ORDER
 # Op kinds that carry weights and have integer kernels; everything else runs in float.
 WEIGHTED_KINDS = ("matmul", "conv1d", "conv2d", "dense")
 
@@ -55,26 +58,14 @@ class TargetSpec:
         return tvm.target.Target(self.tvm_target)
 
 
-def _host_cpu() -> str:
-    try:
-        return str(tvm.target.codegen.llvm_get_system_cpu())
-    except Exception:  # noqa: BLE001 - old LLVMs lack the query; generic x86-64 still builds
-        return "x86-64"
-
-
 def _host_features() -> tuple[str, ...]:
-    """x86 SIMD features of this machine that our kernels use, read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    wanted = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni"}
-    return tuple(name for flag, name in wanted.items() if flag in flags)
+    """The host's features in the registry's order (the entry's `features`)."""
+    have = host_features()
+    return tuple(f for f in ("avx2", "avx512f", "avx512vnni", "avxvnni") if f in have)
 
 
-_INT = {k: ("fp32", "fp16", "int8", "int4") for k in WEIGHTED_KINDS}
-_GPU = {k: ("fp32", "fp16", "int8", "int4") for k in WEIGHTED_KINDS}
+_INT = {k: PRECISION_ORDER for k in WEIGHTED_KINDS}
+_GPU = {k: PRECISION_ORDER for k in WEIGHTED_KINDS}
 _ARM_TRIPLE = "aarch64-linux-gnu"
 _ARM_CC = "aarch64-linux-gnu-g++"
 
@@ -94,16 +85,16 @@ def _arm(name: str, mcpu: str, mattr: list[str], features: tuple[str, ...], desc
 @functools.cache
 def registry() -> dict[str, TargetSpec]:
     """All registered targets by name (built once; the host entry reads this machine's CPU)."""
-    host_cpu = _host_cpu()
+    cpu = host_cpu()
     specs = [
         TargetSpec(
             name="x86",
-            tvm_target={"kind": "llvm", "mcpu": host_cpu},
+            tvm_target={"kind": "llvm", "mcpu": cpu},
             kind="x86",
             features=_host_features(),
             precisions=_INT,
             runnable_here=True,
-            description=f"this x86_64 host (LLVM cpu '{host_cpu}'); int8 via AVX-512 VNNI, AVX2 fallback",
+            description=f"this x86_64 host (LLVM cpu '{cpu}'); int8 via AVX-512 VNNI, AVX2 fallback",
         ),
         _arm("arm_cpu", "generic", ["+neon"], ("neon",), "generic aarch64 with NEON (int8 via smull/sadalp)"),
         _arm(

@@ -11,27 +11,12 @@ from typing import Any
 
 import tvm
 
+from .host import host_cpu, host_features
 from .kernels import X86_AVX2, X86_VNNI, KernelSet
 
 __all__ = ["KERNEL_SETS", "asm", "build", "export", "host_cpu", "host_features", "kernel_set"]
 
 KERNEL_SETS = {"avx512vnni": KernelSet(X86_VNNI), "avx2": KernelSet(X86_AVX2)}
-
-
-def host_cpu() -> str:
-    """LLVM's name for this CPU (e.g. ``emeraldrapids``); ``mcpu="native"`` is NOT understood by 0.27."""
-    return str(tvm.target.codegen.llvm_get_system_cpu())
-
-
-def host_features() -> frozenset[str]:
-    """The SIMD features our x86 kernels care about, from /proc/cpuinfo (empty when unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    names = {"avx2": "avx2", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512_vnni": "avx512vnni"}
-    return frozenset(name for flag, name in names.items() if flag in flags)
 
 
 def kernel_set(

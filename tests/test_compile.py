@@ -113,7 +113,84 @@ def test_gpu_targets_are_refused_before_any_work(target):
         tvm_tqs.compile(EXAMPLE, target=target, budget="avg-bits=6")
 
 
+class _ScriptedDevice:
+    """A latency runner for the compile loop: kernels cost MACs x bits (int8 is 4x cheaper than fp32 on paper),
+    and the whole model measures whatever the script says next (the device disagreeing with its kernels)."""
+
+    def __new__(cls, model_ms):
+        import time
+
+        from tvm_tqs.latency import Measurement, Runner
+        from tvm_tqs.precision import PRECISIONS
+
+        def stats(t):
+            return {"median_ms": t, "q1_ms": t, "q3_ms": t, "std_ms": 0.0, "min_ms": t, "results_ms": [t] * 3}
+
+        class Scripted(Runner):
+            name = "scripted"
+
+            def __init__(self):
+                self.script = list(model_ms)
+
+            def measure(self, jobs, config, on_result=None):
+                out = []
+                for job in jobs:
+                    f = job.features
+                    t = 1e-3 + 1e-6 * f.macs * PRECISIONS[f.precision].bits / 32
+                    out.append(
+                        Measurement.from_stats(job, config, stats(t), self.name, "script", time.time())
+                    )
+                    if on_result is not None:
+                        on_result(out[-1])
+                return out
+
+            def measure_model(self, job, config):
+                return Measurement.from_stats(
+                    job, config, stats(self.script.pop(0)), self.name, "script", time.time()
+                )
+
+        return Scripted()
+
+
+def test_latency_loop_corrects_the_table_when_the_model_measures_over_budget(report, tmp_path):
+    from tvm_tqs.latency import LatencyCache
+
+    probe = tvm_tqs.compile(
+        EXAMPLE,
+        target="x86",
+        budget=Budget(latency_ms=1e3),
+        tqs_report=report,
+        runner=_ScriptedDevice([1.0]),
+        latency_cache=LatencyCache(tmp_path / "a.jsonl"),
+    )
+    fp32_ms = probe.trace[0]["predicted_ms"]  # the zero-error plan fits a generous budget: all fp32
+    assert probe.trace[0]["plan"] == {}
+    budget = Budget(latency_ms=0.8 * fp32_ms)
+    # Round 0's plan fits the table but measures 1.5x the budget; round 1 measures under it.
+    device = _ScriptedDevice([1.5 * budget.latency_ms, 0.9 * budget.latency_ms])
+    compiled = tvm_tqs.compile(
+        EXAMPLE,
+        target="x86",
+        budget=budget,
+        tqs_report=report,
+        runner=device,
+        latency_cache=LatencyCache(tmp_path / "b.jsonl"),
+    )
+    first, second = compiled.trace
+    assert not first["met"] and second["met"] and device.script == []
+    assert first["predicted_ms"] <= budget.latency_ms * (1 + 1e-6)
+    # The second plan fits the corrected table (every kernel 1.5 / predicted slower), so it is a faster plan.
+    assert second["predicted_ms"] <= budget.latency_ms * (1 + 1e-6)
+    ratio = 1.5 * budget.latency_ms / first["predicted_ms"]
+    raw_second = second["predicted_ms"] / ratio
+    assert raw_second < first["predicted_ms"] and second["plan"] != first["plan"]
+    assert compiled.plan.totals["latency_ms"] == pytest.approx(second["predicted_ms"])
+
+
+@pytest.mark.slow
 def test_latency_budget_is_met_as_measured_on_this_host(report, tmp_path, monkeypatch):
+    # Real timings: slow-marked because a loaded machine can make the model measure far over its kernels
+    # (CI saw the fp32 model at 1.8x its earlier measurement); the scripted test above covers the loop.
     # Batch 32: at batch 1 the example's kernels take ~1 us each and the VM's own overhead dominates.
     monkeypatch.setenv("TVM_TQS_LATENCY_CACHE", str(tmp_path / "latency.jsonl"))
     from tvm_tqs.latency import measure_model
@@ -187,3 +264,20 @@ def test_cli_compile_main_command(tmp_path):
     assert not (tmp_path / "x").exists()
     code, _, err = run_cli("compile", "--example", "--uniform", "int8", "--out", str(tmp_path / "art"))
     assert code == 2 and "exists (pass --overwrite" in err
+
+
+def test_forced_plan_with_a_latency_budget_is_measured_once_and_reported(tmp_path):
+    from tvm_tqs.latency import LatencyCache
+
+    device = _ScriptedDevice([2.0])
+    compiled = tvm_tqs.compile(
+        EXAMPLE,
+        target="x86",
+        plan={2: "int8"},
+        budget=Budget(latency_ms=1.0),
+        runner=device,
+        latency_cache=LatencyCache(tmp_path / "c.jsonl"),
+    )
+    (only,) = compiled.trace  # nothing to re-solve: the measurement is the answer
+    assert only["measured_ms"] == 2.0 and only["met"] is False and device.script == []
+    assert compiled.plan.precisions[2] == "int8"

@@ -124,11 +124,11 @@ def test_wrong_type():
 
 def test_loaded_module_computes_like_onnxruntime(model_path):
     ort = pytest.importorskip("onnxruntime")
-    from tvm_tqs.runtime import Runner, build
+    from tvm_tqs.runtime import VMRunner, build
 
     x = np.random.default_rng(0).standard_normal((3, 16, 2)).astype(np.float32)
     expected = ort.InferenceSession(str(model_path)).run(None, {"window": x})[0]
-    got = Runner(build(tvm_tqs.load(model_path, {"batch": 3})))(x)[0]
+    got = VMRunner(build(tvm_tqs.load(model_path, {"batch": 3})))(x)[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
@@ -137,7 +137,7 @@ def test_shape_arithmetic_the_importer_refuses_is_folded_once_shapes_are_bound()
     from onnx_builders import shape_arithmetic_pad
 
     from tvm_tqs.frontend.fold import fold_constants
-    from tvm_tqs.runtime import Runner, build
+    from tvm_tqs.runtime import VMRunner, build
 
     model = shape_arithmetic_pad()
     folded, count = fold_constants(model, {"window": [3, 8, 2]})
@@ -149,5 +149,5 @@ def test_shape_arithmetic_the_importer_refuses_is_folded_once_shapes_are_bound()
     ]
     x = np.random.default_rng(1).standard_normal((3, 8, 2)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"window": x})[0]
-    got = Runner(build(tvm_tqs.load(model, {"batch": 3})))(x)[0]
+    got = VMRunner(build(tvm_tqs.load(model, {"batch": 3})))(x)[0]
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)

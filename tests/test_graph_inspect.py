@@ -10,7 +10,7 @@ from onnx_builders import mlp_forecaster, shared_weight_model
 
 import tvm_tqs
 from tvm_tqs.graph import fuse
-from tvm_tqs.runtime import Runner, build
+from tvm_tqs.runtime import VMRunner, build
 
 
 def test_sites_kinds_shapes_weights_macs():
@@ -49,7 +49,7 @@ def test_fused_graph_matches_onnxruntime():
     model = mlp_forecaster()
     x = np.random.default_rng(3).standard_normal((2, 16, 2)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"window": x})[0]
-    got = Runner(build(fuse(model, {"batch": 2})))(x)[0]
+    got = VMRunner(build(fuse(model, {"batch": 2})))(x)[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 

@@ -16,7 +16,7 @@ from tvm_tqs.passes.perturb import (
     perturb_plan_of,
     site_noise,
 )
-from tvm_tqs.runtime import Runner, build
+from tvm_tqs.runtime import VMRunner, build
 
 B = 4
 
@@ -49,9 +49,9 @@ def test_scale_zero_is_bit_identical(make, mode):
     lookback, channels = (int(d) for d in mod["main"].params[0].ty.shape.values[1:])
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, lookback, channels)).astype(np.float32)
-    ref = Runner(build(mod))(x)[0]
+    ref = VMRunner(build(mod))(x)[0]
     scale, noise = _inputs(plan, rng)
-    out = Runner(build(pm))(x, scale, noise)[0]
+    out = VMRunner(build(pm))(x, scale, noise)[0]
     assert out.dtype == ref.dtype and out.shape == ref.shape
     np.testing.assert_array_equal(out.view(np.uint32), ref.view(np.uint32))
 
@@ -62,7 +62,7 @@ def test_one_site_one_row(mode):
     mod, pm, plan, _ = _perturbed(model, mode)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, 12, 3)).astype(np.float32)
-    run = Runner(build(pm))
+    run = VMRunner(build(pm))
     scale, noise = _inputs(plan, rng)
     ref = run(x, scale, noise)[0]
     for k in plan.perturbable:
@@ -82,7 +82,7 @@ def test_output_noise_is_relative_to_the_row_rms():
     x = rng.standard_normal((B, 1, 2)).astype(np.float32) * 3
     scale, noise = _inputs(plan, rng)
     scale[:, 0] = [0.0, 1e-3, 0.0, 0.5]
-    out = Runner(build(pm))(x, scale, noise)[0]
+    out = VMRunner(build(pm))(x, scale, noise)[0]
     y = x @ a.T
     rms = np.sqrt((y**2).mean(axis=(1, 2)))
     expected = y + (scale[:, 0] * rms)[:, None, None] * noise[:, None, :2]
@@ -109,7 +109,7 @@ def test_tuple_site_perturbs_every_result():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((B, 8, 4)).astype(np.float32)
     scale, noise = _inputs(plan, rng)
-    run = Runner(build(pm))
+    run = VMRunner(build(pm))
     ref = run(x, scale, noise)[0]
     scale[1, split.site] = 1e-2
     out = run(x, scale, noise)[0]

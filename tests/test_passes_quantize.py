@@ -15,7 +15,7 @@ from tvm_tqs.passes.fuse import OP_KINDS_ATTR, FuseOpsTagged
 from tvm_tqs.passes.legalize_tagged import LegalizeOpsTagged
 from tvm_tqs.passes.quantize import PRECISIONS, PlanError, QuantizeResult, kernel_set_for, quantize
 from tvm_tqs.quantizers import QuantizedWeight, rtn
-from tvm_tqs.runtime import Runner
+from tvm_tqs.runtime import VMRunner
 from tvm_tqs.targets.build import KERNEL_ATTR, build
 from tvm_tqs.targets.kernels import Epilogue
 
@@ -84,7 +84,7 @@ def test_rewrite_is_one_kernel_call_plus_the_leftover_ops():
     assert [op.kinds for op in ops] == [("matmul", "add", "relu"), ("multiply",)]
 
     x_np = RNG.standard_normal((1, 6, 16)).astype(np.float32)
-    got = Runner(build(res.mod, "x86"))(x_np)[0]
+    got = VMRunner(build(res.mod, "x86"))(x_np)[0]
     want = 2 * np.maximum(x_np @ W + B, 0)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
 
@@ -96,9 +96,9 @@ def test_fp32_plan_uses_the_scheduled_fp32_kernel_and_keeps_the_numbers():
     plain = quantize(mod, {}, "x86", fp32_kernels=False)
     assert plain.sites[0].kernel is None and plain.sites[0].reason == "fp32 kept as plain ops"
     x = RNG.standard_normal((1, 6, 16)).astype(np.float32)
-    want = Runner(tvm.compile(fuse(mod), target=tvm.target.Target("llvm")))(x)[0]
+    want = VMRunner(tvm.compile(fuse(mod), target=tvm.target.Target("llvm")))(x)[0]
     for r in (res, plain):
-        np.testing.assert_allclose(Runner(build(r.mod, "x86"))(x)[0], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(VMRunner(build(r.mod, "x86"))(x)[0], want, rtol=1e-5, atol=1e-6)
 
 
 def test_report_covers_every_site_of_an_onnx_model():
@@ -157,8 +157,8 @@ def test_unquantizable_sites_stay_fp32_with_the_reason():
     assert any(r and r.startswith("unsupported op kind: layer_norm") for r in reasons)
     assert not res.kernels
     x = np.random.default_rng(2).standard_normal((1, 8, 4)).astype(np.float32)
-    want = Runner(tvm.compile(fuse(model), target=tvm.target.Target("llvm")))(x)[0]
-    np.testing.assert_allclose(Runner(build(res.mod, "x86"))(x)[0], want, rtol=1e-5, atol=1e-5)
+    want = VMRunner(tvm.compile(fuse(model), target=tvm.target.Target("llvm")))(x)[0]
+    np.testing.assert_allclose(VMRunner(build(res.mod, "x86"))(x)[0], want, rtol=1e-5, atol=1e-5)
 
 
 def test_plan_errors_list_every_problem():
@@ -224,8 +224,8 @@ def test_each_precision_runs_close_to_fp32(precision):
     tag = {"fp16": "_f16w_", "int8": "_w8_", "int4": "_w4_"}[precision]
     assert all(tag in k for k in res.kernels.values()) and len(res.kernels) == 2
     x = np.random.default_rng(3).standard_normal((3, 64, 2)).astype(np.float32)
-    want = Runner(tvm.compile(fuse(model, shapes), target=tvm.target.Target("llvm")))(x)[0]
-    got = Runner(build(res.mod, "x86"))(x)[0]
+    want = VMRunner(tvm.compile(fuse(model, shapes), target=tvm.target.Target("llvm")))(x)[0]
+    got = VMRunner(build(res.mod, "x86"))(x)[0]
     err = np.linalg.norm(got - want) / np.linalg.norm(want)
     assert err < {"fp16": 1e-3, "int8": 0.03, "int4": 0.25}[precision], err
 
@@ -257,7 +257,7 @@ def test_conv_crop_bias_relu_and_skip_connection_fold_into_kernels():
     model = _tcn_block()
     ops = fused_ops(fuse(model))
     x = np.random.default_rng(5).standard_normal((2, 8, 24)).astype(np.float32)
-    want = Runner(tvm.compile(fuse(model), target=tvm.target.Target("llvm")))(x)[0]
+    want = VMRunner(tvm.compile(fuse(model), target=tvm.target.Target("llvm")))(x)[0]
     for precision, tol in (("fp32", 1e-5), ("int8", 0.03)):
         res = quantize(model, {op.index: precision for op in ops}, "x86")
         folded = [s for s in res.sites if s.kernel]
@@ -267,7 +267,7 @@ def test_conv_crop_bias_relu_and_skip_connection_fold_into_kernels():
         ]
         assert "p2_0" in folded[0].kernel  # padding (2, 2) + crop = causal padding (2, 0)
         assert "_res" in folded[1].kernel
-        got = Runner(build(res.mod, "x86"))(x)[0]
+        got = VMRunner(build(res.mod, "x86"))(x)[0]
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < tol
 
 
@@ -293,8 +293,8 @@ def test_exported_gelu_pattern_folds_into_the_epilogue():
     res = quantize(model, {0: "int8"}, "x86")
     assert res.sites[0].fused == ("matmul", "add", "gelu") and res.sites[0].left == ()
     x = rng.standard_normal((4, 32)).astype(np.float32)
-    want = Runner(tvm.compile(fuse(model), target=tvm.target.Target("llvm")))(x)[0]
-    got = Runner(build(res.mod, "x86"))(x)[0]
+    want = VMRunner(tvm.compile(fuse(model), target=tvm.target.Target("llvm")))(x)[0]
+    got = VMRunner(build(res.mod, "x86"))(x)[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.03
 
 

@@ -18,7 +18,7 @@ from tvm_tqs.graph import fuse, fused_ops
 from tvm_tqs.passes.quantize import kernel_set_for, quantize
 from tvm_tqs.quantizers import rtn
 from tvm_tqs.rollout import RolloutSpec
-from tvm_tqs.runtime import Runner
+from tvm_tqs.runtime import VMRunner
 from tvm_tqs.targets.build import build
 from tvm_tqs.targets.kernels import ActQuant, Epilogue, reference
 
@@ -50,7 +50,7 @@ def _quantized_error(path: Path, precision: str) -> tuple[float, list]:
     n = len(fused_ops(fuse(str(path), {"batch": BATCH})))
     res = quantize(mod, {i: precision for i in range(n)}, "x86")
     x = _window(path)
-    got = Runner(build(res.mod, "x86"))(x)[0]
+    got = VMRunner(build(res.mod, "x86"))(x)[0]
     want = _reference(path, x)
     return float(np.linalg.norm(got - want) / np.linalg.norm(want)), res.sites
 

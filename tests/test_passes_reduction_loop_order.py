@@ -9,7 +9,7 @@ from tvm import s_tir, tirx
 
 from tvm_tqs.graph import fuse
 from tvm_tqs.passes.reduction_loop_order import ReductionLoopOrder
-from tvm_tqs.runtime import Runner, build
+from tvm_tqs.runtime import VMRunner, build
 
 
 def _reduction_blocks(func: tirx.PrimFunc) -> tuple[int, int]:
@@ -39,4 +39,4 @@ def test_reorders_reductions_and_keeps_every_bit():
         assert sum(d for _, d in after) == sum(n for n, _ in before)
         assert [_reduction_blocks(f) for f in funcs.values()] == before  # the input module is untouched
         x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
-        np.testing.assert_array_equal(Runner(build(out))(x)[0], Runner(build(mod))(x)[0])
+        np.testing.assert_array_equal(VMRunner(build(out))(x)[0], VMRunner(build(mod))(x)[0])

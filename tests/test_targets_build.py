@@ -15,7 +15,7 @@ from tvm import relax, te
 
 from tvm_tqs.graph import fuse, fused_ops
 from tvm_tqs.passes.quantize import quantize
-from tvm_tqs.runtime import Runner
+from tvm_tqs.runtime import VMRunner
 from tvm_tqs.targets import build as tb
 from tvm_tqs.targets import elementwise, x86
 
@@ -41,7 +41,7 @@ def test_export_writes_library_and_plan_and_loads_back(quantized, tmp_path):
     vm, meta2 = tb.load(path)
     assert meta2 == meta
     x = np.random.default_rng(0).standard_normal((2, 32, 2)).astype(np.float32)
-    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), Runner(exe)(x)[0])
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), VMRunner(exe)(x)[0])
 
 
 def test_export_is_all_or_nothing(quantized, tmp_path):
@@ -101,8 +101,8 @@ def test_schedule_leaves_kernels_alone_and_the_numbers_unchanged():
         if tb.is_kernel(func):
             assert scheduled[gv].same_as(func)
     x = np.random.default_rng(1).standard_normal((4, 32, 2)).astype(np.float32)
-    want = Runner(tvm.compile(fused, target=HOST))(x)[0]
-    got = Runner(tb.build(res.mod, "x86"))(x)[0]
+    want = VMRunner(tvm.compile(fused, target=HOST))(x)[0]
+    got = VMRunner(tb.build(res.mod, "x86"))(x)[0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 

@@ -18,7 +18,7 @@ from tvm_tqs.frontend.load import load
 from tvm_tqs.graph import fuse, fused_ops
 from tvm_tqs.passes.quantize import quantize
 from tvm_tqs.rollout import RolloutSpec
-from tvm_tqs.runtime import Runner
+from tvm_tqs.runtime import VMRunner
 from tvm_tqs.targets import arm
 from tvm_tqs.targets.build import build, export
 
@@ -68,7 +68,7 @@ def test_aarch64_artifact_under_qemu_equals_the_host_build(
     res = _quantized(path, precision, target)
     art = export(build(res.mod, target), tmp_path / "art", target, res)
     assert json.loads((art / "plan.json").read_text())["target_name"] == target
-    host = Runner(build(_quantized(path, precision, "x86").mod, "x86"))(x)[0]
+    host = VMRunner(build(_quantized(path, precision, "x86").mod, "x86"))(x)[0]
     (got,) = qemu_runner.run_vm(art / "model.so", [x], [(host.shape, "float32")])
     # same integers on every ISA; the fp32 epilogues may differ by an FMA contraction (~1 ulp)
     np.testing.assert_allclose(got, host, rtol=1e-5, atol=1e-5 * np.abs(host).max())

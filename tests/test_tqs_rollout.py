@@ -11,7 +11,7 @@ from tvm_tqs.errors import RolloutSpecError
 from tvm_tqs.frontend.load import rollout_spec_of
 from tvm_tqs.graph import fuse
 from tvm_tqs.rollout import compile_rollout, rollout_module
-from tvm_tqs.runtime import Runner, build
+from tvm_tqs.runtime import VMRunner, build
 
 
 @pytest.mark.parametrize("method", ["unrolled", "recursive"])
@@ -19,7 +19,7 @@ def test_one_function_rollout_matches_the_python_loop(method):
     mod = fuse(mlp_forecaster(lookback=16, horizon=4, channels=2), {"batch": 3})
     spec = rollout_spec_of(mod)
     x = np.random.default_rng(0).standard_normal((3, 16, 2)).astype(np.float32)
-    step = Runner(build(mod))
+    step = VMRunner(build(mod))
     expected = spec.rollout(lambda f: step(f["window"])[0], x, steps=10)  # 3 calls of 4, trimmed to 10
     rollout = compile_rollout(mod, spec, 10, method=method)
     assert rollout.method == method
@@ -36,7 +36,7 @@ def test_partial_targets_and_exogenous_channels(exogenous):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 10, 3)).astype(np.float32)
     exog = rng.standard_normal((2, 8, 1)).astype(np.float32) if exogenous == "supplied" else None
-    step = Runner(build(mod))
+    step = VMRunner(build(mod))
     expected = spec.rollout(lambda f: step(f["window"])[0], x, steps=7, exog=exog)
     for method in ("unrolled", "recursive"):
         got = compile_rollout(mod, spec, 7, method=method)(x, exog=exog)

@@ -13,7 +13,7 @@ import tvm_tqs
 from tvm_tqs.examples import example_model
 from tvm_tqs.graph import fuse
 from tvm_tqs.rollout import RolloutSpec
-from tvm_tqs.runtime import Runner, build
+from tvm_tqs.runtime import VMRunner, build
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = sorted((ROOT / "benchmarks" / "zoo" / "models").glob("*.onnx")) + [example_model()]
@@ -40,7 +40,7 @@ def test_zoo_model_matches_onnxruntime(path):
         None, {spec.window_input: x}
     )
     mod = fuse(proto, {"batch": batch})
-    got = Runner(build(mod))(x)
+    got = VMRunner(build(mod))(x)
     assert len(got) == len(expected)
     if any(node.op_type == "DFT" for node in proto.graph.node):
         # onnxruntime's float32 DFT is off by ~2e-5 for non-power-of-two lengths (96 here); the ONNX

@@ -10,7 +10,7 @@ from tvm_tqs.examples import example_model
 from tvm_tqs.graph import fuse
 from tvm_tqs.report.text import fused_op_table
 from tvm_tqs.rollout import RolloutSpec
-from tvm_tqs.runtime import Runner, build
+from tvm_tqs.runtime import VMRunner, build
 
 path = example_model()
 
@@ -25,7 +25,7 @@ ops = tvm_tqs.inspect(path, target="x86", input_shapes={"batch": 1})
 print(fused_op_table(ops))
 
 # 3. Compile the fused graph for this host and roll the model out for 4 calls from a synthetic window.
-runner = Runner(build(fuse(path, {"batch": 1})))
+runner = VMRunner(build(fuse(path, {"batch": 1})))
 context = np.random.default_rng(0).standard_normal((1, *spec.window_shape)).astype(np.float32)
 trajectory = spec.rollout(lambda inputs: runner(inputs[spec.window_input])[0], context, steps=4 * spec.stride)
 print("rollout:", trajectory.shape)

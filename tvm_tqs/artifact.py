@@ -76,7 +76,7 @@ class CompiledModel:
         """Run `main` once on numpy inputs; returns its outputs."""
         import tvm
 
-        from .runtime import _to_numpy
+        from .runtime import to_numpy
 
         vm = self._machine()
         dtypes = [dtype for _, _, dtype in self.inputs] or ["float32"] * len(inputs)
@@ -87,7 +87,7 @@ class CompiledModel:
         args = [
             tvm.runtime.tensor(np.ascontiguousarray(x, dtype=d)) for x, d in zip(inputs, dtypes, strict=True)
         ]
-        return _to_numpy(vm["main"](*args))
+        return to_numpy(vm["main"](*args))
 
     def run_named(self, feeds: dict) -> dict:
         """Run `main` once on ``{input name: array}`` (ONNX names); returns ``{output name: array}``."""

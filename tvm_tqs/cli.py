@@ -9,6 +9,8 @@ import sys
 
 from .errors import TQSError
 from .io import write_text_atomic
+from .precision import PRECISION_ORDER
+from .quantizers import QUANTIZERS
 
 
 def _parse_shapes(items: list[str]) -> dict:
@@ -146,6 +148,17 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _load_calibration(path: str | None):
+    if path is None:
+        return None
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise TQSError(f"cannot read --calibration '{path}' as a .npy array: {err}") from None
+
+
 def _cmd_compile(args) -> int:
     from .compiler import compile as compile_model
     from .report.text import plan_summary
@@ -175,6 +188,8 @@ def _cmd_compile(args) -> int:
         seeds=args.seeds,
         runner=args.runner,
         solver=args.solver,
+        quantizer=args.quantizer,
+        calibration=_load_calibration(args.calibration),
         progress=progress,
     )
     path = compiled.export(args.out, overwrite=args.overwrite)
@@ -318,9 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget", help="size=25%%|size=40kb|avg-bits=5|bops=30%%|latency=2ms (comma-separate to combine)"
     )
-    p.add_argument(
-        "--uniform", choices=["fp32", "fp16", "int8", "int4"], help="same precision everywhere (no TQS)"
-    )
+    p.add_argument("--uniform", choices=list(PRECISION_ORDER), help="same precision everywhere (no TQS)")
     p.add_argument("--plan", help="forced plan JSON file {site: precision} (no TQS)")
     p.add_argument(
         "--out", required=True, help="artifact directory to write (model.so, plan.json, report.json)"
@@ -330,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=8, help="TQS replicates (default 8)")
     p.add_argument("--runner", help="latency runner: local | rpc://HOST:PORT/KEY | offline:DIR")
     p.add_argument("--solver", choices=["auto", "exact", "greedy"], default="auto")
+    p.add_argument(
+        "--quantizer",
+        choices=list(QUANTIZERS),
+        default="rtn",
+        help="weight quantizer: rtn (default) | mse (clipped scale) | bitsplit (Bit-Split, output reconstruction)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="NPY",
+        help="real windows [N, lookback, channels] (.npy) for bitsplit's activations (default: data-free)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of tables")
     p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     p.add_argument("--quiet", action="store_true", help="no progress output")

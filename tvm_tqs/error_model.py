@@ -24,35 +24,37 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .precision import INT4_GROUP, PRECISIONS
 from .quantizers import rtn
 
-BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
-INT4_GROUP = 32
+BITS = {name: p.bits for name, p in PRECISIONS.items()}
 _ACT_STEP_NOISE = 1.0 / (127.0 * math.sqrt(12.0))
+_FLOATS = {16: np.float16}
 
 
 def weight_error(
-    w: np.ndarray, channel_axis: int, precision: str, quantizer: Callable = rtn, group_size: int = INT4_GROUP
+    w: np.ndarray, channel_axis: int, name: str, quantizer: Callable = rtn, group_size: int = INT4_GROUP
 ) -> float:
     """r_w: relative Frobenius error of `w` stored at `precision` (what the quantize pass will do)."""
+    p = PRECISIONS.get(name)
+    if p is None:
+        raise ValueError(f"unknown precision {name!r}")
     w = np.asarray(w, dtype=np.float32)
     norm = float(np.linalg.norm(w.astype(np.float64)))
-    if norm == 0.0 or precision == "fp32":
+    if norm == 0.0 or p.bits == 32:
         return 0.0
-    if precision == "fp16":
-        approx = w.astype(np.float16).astype(np.float32)
-    elif precision == "int8":
-        approx = quantizer(w, 8, channel_axis).dequantize()
-    elif precision == "int4":
-        approx = quantizer(w, 4, channel_axis, group_size).dequantize()
+    if not p.integer:
+        approx = w.astype(_FLOATS[p.bits]).astype(np.float32)
+    elif p.group_size is None:
+        approx = quantizer(w, p.bits, channel_axis).dequantize()
     else:
-        raise ValueError(f"unknown precision {precision!r}")
+        approx = quantizer(w, p.bits, channel_axis, group_size).dequantize()
     return float(np.linalg.norm((approx - w).astype(np.float64)) / norm)
 
 
 def activation_error(crest: float, precision: str) -> float:
     """r_a: relative rounding noise of int8 activations with per-row absmax scaling (0 for float)."""
-    return crest * _ACT_STEP_NOISE if precision in ("int8", "int4") else 0.0
+    return crest * _ACT_STEP_NOISE if PRECISIONS[precision].act_bits == 8 else 0.0
 
 
 def crest_factor(x: np.ndarray) -> float:

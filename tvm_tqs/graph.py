@@ -123,12 +123,12 @@ class FusedOp:
 def fuse(model: ModelLike, input_shapes: InputShapes | None = None, *, rollout=None) -> tvm.IRModule:
     """Load `model` and run the fusion pipeline: the compiled graph every other stage works on."""
     mod = load(model, input_shapes, rollout=rollout)
-    if _is_fused(mod):
+    if is_fused(mod):
         return mod
     return fuse_pipeline()(mod)
 
 
-def _is_fused(mod: tvm.IRModule) -> bool:
+def is_fused(mod: tvm.IRModule) -> bool:
     return any(
         isinstance(f, tirx.PrimFunc) and f.attrs is not None and OP_KINDS_ATTR in f.attrs
         for _, f in mod.functions.items()
@@ -174,6 +174,11 @@ def count_macs(func: tirx.PrimFunc) -> int:
     return total
 
 
+def weight_digest(array: np.ndarray) -> str:
+    """Content digest of a constant: equal weights share it (and one `WeightInfo.id`)."""
+    return hashlib.sha1(str((array.shape, array.dtype.str)).encode() + array.tobytes()).hexdigest()[:16]
+
+
 class _WeightTable:
     """Gives equal constants one id ("w0", "w1", ...) in order of first use."""
 
@@ -182,7 +187,7 @@ class _WeightTable:
 
     def info(self, const: Constant) -> WeightInfo:
         array = const.value.numpy()
-        digest = hashlib.sha1(str((array.shape, array.dtype.str)).encode() + array.tobytes()).hexdigest()[:16]
+        digest = weight_digest(array)
         wid = self.by_digest.setdefault(digest, f"w{len(self.by_digest)}")
         return WeightInfo(wid, tuple(array.shape), str(array.dtype), int(array.size), digest)
 
@@ -226,14 +231,19 @@ def expose_site_inputs(mod: tvm.IRModule, sites: list[int]) -> tvm.IRModule:
     used to read data-free activation statistics without touching the graph's computation.
     """
     flat = relax.transform.ToNonDataflow()(mod)
-    main = flat["main"]
     calls = call_sites(flat)
     picked = []
     for site in sites:
         args = calls[site].value.args[1]
         fields = list(args.fields) if isinstance(args, relax.Tuple) else [args]
         picked.append(next(a for a in fields if not isinstance(a, Constant)))
-    fields = [main.body.body, *picked]
+    return with_extra_outputs(flat, picked)
+
+
+def with_extra_outputs(flat: tvm.IRModule, exprs: list) -> tvm.IRModule:
+    """A copy of `flat` (no dataflow blocks) whose `main` returns ``(original result, *exprs)``."""
+    main = flat["main"]
+    fields = [main.body.body, *exprs]
     body = relax.SeqExpr(main.body.blocks, relax.Tuple(fields))
     out = tvm.IRModule(dict(flat.functions.items()), attrs=flat.attrs)
     out["main"] = relax.Function(main.params, body, relax.TupleType([f.ty for f in fields]), attrs=main.attrs)

@@ -27,7 +27,17 @@ OUTPUT_NAMES_ATTR = "tvm_tqs.outputs"
 
 
 def io_names(mod) -> tuple[list[str], list[str]]:
-    """ONNX names of `main`'s inputs and outputs (parameter / field order); the Relax names without them."""
+    """ONNX names of `main`'s inputs and outputs (parameter / field order); the Relax names without them.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        A module loaded by `tvm_tqs.load`, or one built by hand (no name attributes).
+
+    Returns
+    -------
+    (input names, output names)
+    """
     attrs = mod.attrs or {}
     main = mod["main"]
     if INPUT_NAMES_ATTR in attrs:
@@ -131,6 +141,15 @@ class _Emitter:
             y = bb.emit(op.astype(y, "float32"))
         return y
 
+    def first_rows(self, forecast):
+        """The first `stride` rows of a canonical forecast: what one call adds to the rollout."""
+        from tvm.relax import op
+
+        s = self.spec.stride
+        if self.spec.horizon == s:
+            return forecast
+        return self.bb.emit(op.strided_slice(forecast, [1], [0], [s]))
+
     def rows(self, stream, axis: int, i):
         """Rows ``[i * stride, (i + 1) * stride)`` of `stream` along `axis`; `i` is an int or an int64 var."""
         from tvm import relax
@@ -226,12 +245,51 @@ class _Emitter:
         return window, out
 
 
-def _future_type(spec: RolloutSpec, a: AuxInput, ty, total: int):
+def _future_type(a: AuxInput, ty, total: int):
     from tvm import relax
 
     shape = list(_shape(ty))
     shape[a.time_axis] = total
     return relax.TensorType(shape, str(ty.dtype))
+
+
+def _fresh(vars_) -> list:
+    """New Relax vars like `vars_`: each function binds its own parameters."""
+    from tvm import relax
+
+    return [relax.Var(v.name, v.ty) for v in vars_]
+
+
+class _RolloutParams:
+    """The parameters of ``rollout`` (see `rollout_module`) as Relax vars, and the type of its result."""
+
+    def __init__(self, spec: RolloutSpec, io: _MainIO, total: int):
+        from tvm import relax
+
+        batch, n_exo = io.batch, len(spec.exogenous_channels)
+        window_ty = relax.TensorType((batch, spec.lookback, spec.channels), "float32")
+        self.window = relax.Var("window", window_ty)
+        self.aux = {a.name: relax.Var(a.name, io.aux_types[a.name]) for a in spec.aux_inputs}
+        supplied = spec.exogenous == "supplied" and n_exo > 0
+        self.exog = (
+            relax.Var("exog", relax.TensorType((batch, total, n_exo), "float32")) if supplied else None
+        )
+        self.futures = {
+            a.name: relax.Var(f"{a.name}_future", _future_type(a, io.aux_types[a.name], total))
+            for a in spec.supplied_aux
+        }
+        self.extras = [relax.Var(p.name, p.ty) for p in io.extra_params]
+        self.out_shape = (batch, total, len(spec.target_channels))
+        self.out_ty = relax.TensorType(self.out_shape, "float32")
+
+    @property
+    def static(self) -> list:
+        """The inputs every call reads as given: exog, the aux futures, `main`'s extra inputs."""
+        return ([self.exog] if self.exog is not None else []) + [*self.futures.values(), *self.extras]
+
+    @property
+    def inputs(self) -> list:
+        return [self.window, *self.aux.values(), *self.static]
 
 
 def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
@@ -260,7 +318,6 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
         function stays the same size for any horizon; "auto" unrolls up to `UNROLL_MAX_CALLS` calls.
     """
     from tvm import relax
-    from tvm.relax import op
 
     if steps < 1:
         raise RolloutSpecError(f"steps must be >= 1, got {steps}")
@@ -271,59 +328,57 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
         method = "unrolled" if n <= UNROLL_MAX_CALLS else "recursive"
     main_gv = mod.get_global_var("main")
     io = _MainIO(mod, spec)
-    batch, s, total = io.batch, spec.stride, n * spec.stride
-    targets = len(spec.target_channels)
-    n_exo = len(spec.exogenous_channels)
-    supplied = spec.exogenous == "supplied" and n_exo > 0
-
     bb = relax.BlockBuilder(mod)
     emit = _Emitter(bb, spec, io, main_gv)
-    window_ty = relax.TensorType((batch, spec.lookback, spec.channels), "float32")
-    window = relax.Var("window", window_ty)
-    aux = {a.name: relax.Var(a.name, io.aux_types[a.name]) for a in spec.aux_inputs}
-    exog = relax.Var("exog", relax.TensorType((batch, total, n_exo), "float32")) if supplied else None
-    futures = {
-        a.name: relax.Var(f"{a.name}_future", _future_type(spec, a, io.aux_types[a.name], total))
-        for a in spec.supplied_aux
-    }
-    extras = [relax.Var(p.name, p.ty) for p in io.extra_params]
-    inputs = [window, *aux.values()] + ([exog] if supplied else []) + [*futures.values(), *extras]
-    out_ty = relax.TensorType((batch, total, targets), "float32")
-
-    def first_rows(forecast):
-        if spec.horizon == s:
-            return forecast
-        return bb.emit(op.strided_slice(forecast, [1], [0], [s]))
-
+    params = _RolloutParams(spec, io, n * spec.stride)
     if method == "unrolled":
-        with bb.function(ROLLOUT_FUNC, inputs, attrs={"num_input": len(inputs)}):
-            with bb.dataflow():
-                w, state, pieces = window, dict(aux), []
-                for i in range(n):
-                    piece = first_rows(emit.call(w, state, extras))
-                    pieces.append(piece)
-                    if i < n - 1:
-                        w, state = emit.advance(i, w, state, piece, exog, futures)
-                out = bb.emit(op.concat(pieces, axis=1)) if n > 1 else pieces[0]
-                if total != steps:
-                    out = bb.emit(op.strided_slice(out, [1], [0], [steps]))
-                out = bb.emit_output(out)
-            bb.emit_func_output(out)
-        return bb.get()
+        _write_unrolled(emit, params, n, steps)
+    else:
+        _write_recursive(emit, params, n, steps)
+    return bb.get()
 
-    # Recursive: step(i, acc, window, *aux, *static) = i < n ? body(...) : acc, where body makes call i,
-    # writes its rows into acc and calls step(i + 1, ...). Relax has no loop construct.
-    static = ([exog] if supplied else []) + [*futures.values(), *extras]
+
+def _write_unrolled(emit: _Emitter, params: _RolloutParams, n: int, steps: int) -> None:
+    """``rollout`` as straight-line code: `n` calls of ``main``, their first rows concatenated."""
+    from tvm.relax import op
+
+    bb, total, inputs = emit.bb, n * emit.spec.stride, params.inputs
+    with bb.function(ROLLOUT_FUNC, inputs, attrs={"num_input": len(inputs)}):
+        with bb.dataflow():
+            w, state, pieces = params.window, dict(params.aux), []
+            for i in range(n):
+                piece = emit.first_rows(emit.call(w, state, params.extras))
+                pieces.append(piece)
+                if i < n - 1:
+                    w, state = emit.advance(i, w, state, piece, params.exog, params.futures)
+            out = bb.emit(op.concat(pieces, axis=1)) if n > 1 else pieces[0]
+            if total != steps:
+                out = bb.emit(op.strided_slice(out, [1], [0], [steps]))
+            out = bb.emit_output(out)
+        bb.emit_func_output(out)
+
+
+def _write_recursive(emit: _Emitter, params: _RolloutParams, n: int, steps: int) -> None:
+    """``rollout`` as step(i, acc, window, *aux, *static) = i < n ? body(...) : acc, where body makes call
+    i, writes its rows into acc and calls step(i + 1, ...): Relax has no loop construct."""
+    from tvm import relax
+    from tvm.relax import op
+
+    bb, s, total, out_ty = emit.bb, emit.spec.stride, n * emit.spec.stride, params.out_ty
+    aux, futures, static = params.aux, params.futures, params.static
+    supplied = params.exog is not None
     i_ty = relax.TensorType((), "int64")
     call_of_row = np.repeat(np.arange(n, dtype=np.int64), s)
 
-    def fresh(vars_):
-        return [relax.Var(v.name, v.ty) for v in vars_]
-
-    step_params = [relax.Var("i", i_ty), relax.Var("acc", out_ty), *fresh([window, *aux.values(), *static])]
+    step_params = [
+        relax.Var("i", i_ty),
+        relax.Var("acc", out_ty),
+        *_fresh([params.window, *aux.values(), *static]),
+    ]
+    # Declared before its body exists, so that rollout_body can call it; update_func fills it in below.
     step_gv = bb.add_func(relax.Function(step_params, step_params[1], out_ty), "rollout_step")
 
-    body_params = fresh(step_params)
+    body_params = _fresh(step_params)
     n_aux = len(aux)
     with bb.function("rollout_body", body_params, private=True):
         i, acc, w = body_params[:3]
@@ -333,7 +388,7 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
         b_futures = dict(zip(futures, b_static[int(supplied) : int(supplied) + len(futures)], strict=True))
         b_extras = b_static[int(supplied) + len(futures) :]
         with bb.dataflow():
-            piece = first_rows(emit.call(w, b_aux, b_extras))
+            piece = emit.first_rows(emit.call(w, b_aux, b_extras))
             w_next, aux_next = emit.advance(i, w, b_aux, piece, b_exog, b_futures)
             tiled = bb.emit(op.tile(piece, (1, n, 1)))
             here = bb.emit(op.reshape(op.equal(relax.const(call_of_row, "int64"), i), (1, total, 1)))
@@ -356,13 +411,15 @@ def rollout_module(mod, spec: RolloutSpec, steps: int, method: str = "auto"):
         step_gv, relax.Function(step_params, relax.SeqExpr([relax.BindingBlock(bindings)], r_var), out_ty)
     )
 
+    inputs = params.inputs
     with bb.function(ROLLOUT_FUNC, inputs, attrs={"num_input": len(inputs)}):
-        acc0 = bb.emit(op.zeros((batch, total, targets), "float32"))
-        out = bb.emit(relax.Call(step_gv, [relax.const(0, "int64"), acc0, window, *aux.values(), *static]))
+        acc0 = bb.emit(op.zeros(params.out_shape, "float32"))
+        out = bb.emit(
+            relax.Call(step_gv, [relax.const(0, "int64"), acc0, params.window, *aux.values(), *static])
+        )
         if total != steps:
             out = bb.emit(op.strided_slice(out, [1], [0], [steps]))
         bb.emit_func_output(out)
-    return bb.get()
 
 
 class CompiledRollout:

@@ -106,7 +106,27 @@ def build_path(
     force: str | None = None,
 ):
     """(path, fused ops, why the calls path was chosen or None, the batch-1 fused module): the rows path
-    where the model allows it."""
+    where the model allows it.
+
+    Parameters
+    ----------
+    proto : onnx.ModelProto
+        The model.
+    spec : RolloutSpec
+        Its rollout contract.
+    input_shapes : mapping or None
+        Static values for dynamic dimensions other than the batch.
+    horizon, mode, method, target, sites
+        As `tvm_tqs.score` takes them.
+    batch : int or None
+        Rows per execution; None sizes it from `rows_hint`, up to `MAX_BATCH`.
+    rows_hint : callable(ops) -> int
+        Rows the whole scoring needs, given the fused ops (known only once the model is fused here).
+    progress : callable(done, total, what)
+        Told when fusing and compiling start.
+    force : {"rows", "calls"} or None
+        Take this path; "rows" raises `TQSError` where the model cannot take it.
+    """
     from .graph import fuse, fused_ops
     from .passes.perturb import PerturbSites, batch_layouts
 
@@ -140,6 +160,17 @@ def build_path(
 
 
 def calls_path(probe, spec, horizon, mode, method, target, sites, rows, progress) -> CallsPath:
+    """The calls path for `probe`, each site's result (or weights) perturbed whole.
+
+    Parameters
+    ----------
+    probe : tvm.IRModule
+        The model fused at its own batch (the last item `build_path` returns).
+    spec, horizon, mode, method, target, sites, progress
+        As for `build_path`.
+    rows : int
+        Rows per execution (the packing is the rows path's; each row is run as its own call).
+    """
     from .passes.perturb import PerturbSites, whole_tensor_layouts
 
     progress(0, 1, "compiling")

@@ -7,13 +7,15 @@ from typing import Any
 
 import numpy as np
 
+from tvm_tqs.precision import INT4_GROUP
+
 from . import build, packing
 from .config import DEFAULT_ACT, DEFAULT_EPILOGUE, ActQuant, Conv1dSpec, Epilogue, Isa, Kernel, PackedWeights
 from .isa import ISAS
 
 __all__ = ["KernelSet", "get_kernel_set", "kernel_set_names"]
 
-DEFAULT_GROUP_SIZE = 32
+DEFAULT_GROUP_SIZE = INT4_GROUP  # the precision registry's int4 group
 
 
 def _tag(act: ActQuant, epi: Epilogue) -> str:

@@ -102,8 +102,10 @@ def build_kernels(jobs: Sequence[KernelJob], target: str | TargetSpec) -> BuiltK
 
 
 def build_model(mod: tvm.IRModule, target: str | TargetSpec) -> relax.VMExecutable:
-    """Compile a (fused) Relax module for the target with TVM's default pipeline."""
-    return tvm.compile(mod, target=get_target(target).target())
+    """Build a (fused, possibly quantized) Relax module as the artifact is built: what is measured is what ships."""
+    from tvm_tqs.targets.build import build
+
+    return build(mod, target)
 
 
 def _describe(err: Exception) -> str:

@@ -11,7 +11,8 @@ inputs; ``results.json`` (written atomically at the end) holds one record per en
 so that the host can import it without the manifest. Progress goes to ``results.partial.jsonl``
 (one fsync'd line per entry) so that a crash or Ctrl-C loses nothing: a rerun skips what is there.
 
-This file is also imported by ``tvm_tqs.latency.runners``: the local and RPC runners time with the
+This file is also imported by the local and RPC runners (``tvm_tqs.latency.bundles``, ``local_runner``,
+``rpc_runner``): they time with the
 same functions (``random_arrays``, ``time_function``, ``summarize``), so the three runners measure
 in exactly the same way. It must therefore import nothing from tvm_tqs.
 """

@@ -36,13 +36,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tvm_tqs.precision import precision
 from tvm_tqs.targets.registry import PRECISIONS, registry
 
 from .jobs import KernelFeatures, Measurement
 
 __all__ = ["LatencyModel", "ModelError", "encode"]
 
-_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
+_BITS = {name: precision(name).bits for name in PRECISIONS}
 _FAMILIES = ("x86", "arm_cpu", "cuda", "opencl")
 _NUMERIC = (
     "log_macs",

@@ -16,6 +16,18 @@ def as_matrix(w: np.ndarray, channel_axis: int) -> np.ndarray:
     return np.moveaxis(w, channel_axis, 0).reshape(w.shape[channel_axis], -1)
 
 
+def blocks_of(m: np.ndarray, group_size: int | None) -> np.ndarray:
+    """[out, reduction] -> [out, n_groups, group] (the last group zero-padded): one scale per block."""
+    out, red = m.shape
+    group = red if group_size is None else int(group_size)
+    if group < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    n_groups = -(-red // group)
+    padded = np.zeros((out, n_groups * group), m.dtype)
+    padded[:, :red] = m
+    return padded.reshape(out, n_groups, group)
+
+
 def from_matrix(m: np.ndarray, shape: tuple[int, ...], channel_axis: int) -> np.ndarray:
     """Inverse of `as_matrix`."""
     moved = (shape[channel_axis],) + tuple(s for i, s in enumerate(shape) if i != channel_axis)

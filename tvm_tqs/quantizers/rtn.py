@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedWeight, as_matrix
+from .base import QuantizedWeight, as_matrix, blocks_of
 
 
 def rtn(w: np.ndarray, bits: int, channel_axis: int, group_size: int | None = None) -> QuantizedWeight:
@@ -27,13 +27,7 @@ def rtn(w: np.ndarray, bits: int, channel_axis: int, group_size: int | None = No
         raise ValueError(f"bits must be in [2, 8], got {bits}")
     m = as_matrix(np.asarray(w, dtype=np.float32), channel_axis)
     out, red = m.shape
-    group = red if group_size is None else int(group_size)
-    if group < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
-    n_groups = -(-red // group)
-    padded = np.zeros((out, n_groups * group), np.float32)
-    padded[:, :red] = m
-    blocks = padded.reshape(out, n_groups, group)
+    blocks = blocks_of(m, group_size)
     qmax = 2 ** (bits - 1) - 1
     amax = np.abs(blocks).max(axis=2)
     scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)

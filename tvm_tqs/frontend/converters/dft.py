@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter, get_constant
 
-from .rnn import _invalid, _node_label, _unsupported
+from .onnx_node import invalid_attribute, node_label, unsupported_attribute
 
 
 def _constant_int(label: str, name: str, expr: relax.Expr | None, params) -> int | None:
@@ -23,14 +23,14 @@ def _constant_int(label: str, name: str, expr: relax.Expr | None, params) -> int
         return None
     expr = get_constant(expr, params)
     if not isinstance(expr, tvm.ir.GenericConst):
-        raise _unsupported(
+        raise unsupported_attribute(
             label,
             f"a non-constant input '{name}'",
             "the DFT matrix is built at import time, so it must be a constant",
         )
     value = expr.value.numpy()
     if value.size != 1:
-        raise _invalid(label, f"input '{name}' of shape {list(value.shape)}", "expected a scalar")
+        raise invalid_attribute(label, f"input '{name}' of shape {list(value.shape)}", "expected a scalar")
     return int(value.reshape(()))
 
 
@@ -99,55 +99,59 @@ class DFT(OnnxOpConverter):
     @classmethod
     def _impl_v20(cls, bb, inputs, attr, params):
         cls._check_attrs(attr, ("inverse", "onesided"))  # axis became an input
-        axis = _constant_int(_node_label("DFT", attr), "axis", inputs[2], params)
+        axis = _constant_int(node_label("DFT", attr), "axis", inputs[2], params)
         return cls._convert(bb, inputs[0], inputs[1], -2 if axis is None else axis, attr, params)
 
     @staticmethod
     def _check_attrs(attr, known):
         for key in attr:
             if key != "tvm_custom" and key not in known:
-                raise _unsupported(
-                    _node_label("DFT", attr),
+                raise unsupported_attribute(
+                    node_label("DFT", attr),
                     f"attribute '{key}'",
                     f"this opset's DFT knows {', '.join(known)}",
                 )
 
     @classmethod
     def _convert(cls, bb, x, dft_length, axis, attr, params):
-        label = _node_label("DFT", attr)
+        label = node_label("DFT", attr)
         inverse, onesided = bool(attr.get("inverse", 0)), bool(attr.get("onesided", 0))
         shape = list(x.ty.shape.values) if isinstance(x.ty.shape, relax.ShapeExpr) else None
         if shape is None:
-            raise _unsupported(label, "an input of unknown shape", "give its shape in shape_dict")
+            raise unsupported_attribute(label, "an input of unknown shape", "give its shape in shape_dict")
         rank = len(shape)
         if not isinstance(shape[-1], tvm.tirx.IntImm) or int(shape[-1]) not in (1, 2):
-            raise _invalid(
+            raise invalid_attribute(
                 label, f"input of shape {shape}", "the last dimension must be 1 (real) or 2 (complex)"
             )
         c_in = int(shape[-1])
         complex_input = c_in == 2
         if not -rank <= axis <= rank - 2 or axis == -1:
-            raise _invalid(
+            raise invalid_attribute(
                 label, f"axis {axis}", f"expected [-{rank}, -2] or [0, {rank - 2}] for rank {rank}"
             )
         axis %= rank
         if not isinstance(shape[axis], tvm.tirx.IntImm):
-            raise _unsupported(
+            raise unsupported_attribute(
                 label,
                 f"a symbolic signal length ({shape[axis]})",
                 "give the DFT axis a static size in shape_dict",
             )
         n = int(shape[axis])
         if onesided and not inverse and complex_input:
-            raise _invalid(label, "onesided=1 with complex input", "a forward one-sided DFT takes real input")
+            raise invalid_attribute(
+                label, "onesided=1 with complex input", "a forward one-sided DFT takes real input"
+            )
         if onesided and inverse and not complex_input:
-            raise _invalid(label, "onesided=1, inverse=1 with real input", "IRFFT takes complex input")
+            raise invalid_attribute(
+                label, "onesided=1, inverse=1 with real input", "IRFFT takes complex input"
+            )
 
         length = _constant_int(label, "dft_length", dft_length, params)
         if length is None:
             length = 2 * (n - 1) if inverse and onesided else n
         if length < 1:
-            raise _invalid(label, f"dft_length {length}", "must be positive")
+            raise invalid_attribute(label, f"dft_length {length}", "must be positive")
 
         matrix = _dft_matrix(n, length, inverse, onesided, complex_input)
         c_out = 1 if inverse and onesided else 2

@@ -1,0 +1,107 @@
+"""Activations of the sites' inputs on data-free contexts (or calibration windows), read through the compiled
+graph: the crest factors of the error model's activation term, and the Gram matrices X^T X that
+reconstruction-based weight quantizers (`bitsplit`) minimise against."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..error_model import crest_factor
+
+# Gram matrices get this fraction of their mean diagonal added: with few rows (one call per context) X^T X
+# is rank-deficient, and the damping keeps the weight error in charge of the directions X never visits.
+GRAM_DAMPING = 0.01
+
+
+def _capture(exposed, io_module, rollout, contexts: np.ndarray, n: int) -> list[list[np.ndarray]]:
+    """Run `exposed` (whose main returns the model's result then `n` tensors) on `contexts` in chunks of the
+    module's batch; the last `n` outputs of each chunk, padding rows dropped."""
+    from ..frontend.load import model_signatures
+    from ..rollout import io_names
+    from ..runtime import VMRunner, build
+
+    names, outputs = io_names(io_module)
+    inputs, _ = model_signatures(io_module, outputs)
+    window_shape, window_dtype = inputs[rollout.window_input]
+    batch = window_shape[0]
+    runner = VMRunner(build(exposed))
+    captured: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for start in range(0, len(contexts), batch):
+        chunk = contexts[start : start + batch]
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
+        # The window in the model's layout and dtype, the auxiliary inputs at their data-free values.
+        feeds = rollout.default_aux(inputs, batch)
+        feeds[rollout.window_input] = rollout.to_model_window(chunk.astype(np.float32), window_dtype)
+        outs = runner(*[feeds[name] for name in names])
+        for i, x in enumerate(outs[len(outs) - n :]):
+            # Padding rows would weigh context 0 (plans changed with compile's batch=).
+            captured[i].append(x[:real] if real < batch and x.shape[0] == batch else x)
+    return captured
+
+
+def activation_crests(fused, rollout, sites: list[int], contexts: np.ndarray) -> dict[int, float]:
+    """Crest factor of each site's input over `contexts` (see `error_model.crest_factor`)."""
+    from ..graph import expose_site_inputs
+
+    if not sites:
+        return {}
+    captured = _capture(expose_site_inputs(fused, sites), fused, rollout, contexts, len(sites))
+    return {
+        s: crest_factor(np.concatenate([x.reshape(-1, x.shape[-1]) for x in xs]))
+        for s, xs in zip(sites, captured, strict=True)
+    }
+
+
+def _rows(match, x: np.ndarray) -> np.ndarray | None:
+    """The anchor's input as GEMM rows [M, K] in the reduction order of the quantizer's view of the weight
+    (conv1d: tap-major im2col, ``[O, KW, I]`` -> index ``kw * I + i``)."""
+    if match.op == "dense":
+        return x.reshape(-1, x.shape[-1]) if x.shape[-1] == match.k else None
+    if match.op == "dense_left":
+        return np.moveaxis(x, -2, -1).reshape(-1, match.k) if x.shape[-2] == match.k else None
+    spec = match.conv
+    if spec.layout == "NWC":
+        x = np.moveaxis(x, -1, 1)  # -> [B, I, W]
+    pad = np.pad(x, ((0, 0), (0, 0), spec.padding))
+    taps = [
+        pad[
+            :,
+            :,
+            kw * spec.dilation : kw * spec.dilation + spec.stride * (spec.out_width - 1) + 1 : spec.stride,
+        ]
+        for kw in range(spec.kernel_size)
+    ]
+    cols = np.stack(taps, axis=1)  # [B, KW, I, T]
+    return np.moveaxis(cols, -1, 1).reshape(-1, spec.kernel_size * spec.in_channels)
+
+
+def input_grams(problem, contexts: np.ndarray, damping: float = GRAM_DAMPING) -> dict[str, np.ndarray]:
+    """Per weight group, sum over its sites of X^T X / rows of the anchors' inputs on `contexts` (damped),
+    keyed by the content digest of the weight as the quantizer sees it (`BitSplit.grams`)."""
+    from ..graph import weight_digest
+    from ..passes.quantize import expose_anchor_inputs
+
+    sites = sorted(problem.grouped_sites)
+    if not sites:
+        return {}
+    exposed = expose_anchor_inputs(problem.analysis, sites)
+    captured = dict(
+        zip(sites, _capture(exposed, problem.module, problem.rollout, contexts, len(sites)), strict=True)
+    )
+    grams = {}
+    for g in problem.groups:
+        total = None
+        for s in g.sites:
+            rows = [_rows(problem.analysis.matches[s], x) for x in captured[s]]
+            if any(r is None for r in rows):
+                total = None
+                break
+            x = np.concatenate(rows).astype(np.float64)
+            part = x.T @ x / max(len(x), 1)
+            total = part if total is None else total + part
+        if total is not None:
+            total += damping * max(float(np.mean(np.diag(total))), 1e-12) * np.eye(len(total))
+            grams[weight_digest(np.asarray(g.weight, np.float32))] = total
+    return grams
