@@ -36,9 +36,9 @@ from tqs_validity import test_windows, train_windows
 import tvm_tqs
 from tvm_tqs.graph import weight_digest
 from tvm_tqs.planning import PlanningProblem
-from tvm_tqs.planning.activations import input_grams
+from tvm_tqs.planning.activations import bitsplit_quantizer, input_grams
 from tvm_tqs.precision import PRECISIONS
-from tvm_tqs.quantizers import BitSplit, as_matrix, mse, rtn
+from tvm_tqs.quantizers import as_matrix, mse, rtn
 
 HERE = Path(__file__).resolve().parent
 TARGET, HORIZON = "x86", 96
@@ -74,16 +74,11 @@ def evaluate(path: Path, windows: int, calibration: int) -> dict:
     timings["fp32_s"] = time.perf_counter() - t0
     problem = PlanningProblem.from_model(str(path), TARGET, batch=batch)
     test_grams = input_grams(problem, x)
-    cal_grams = input_grams(problem, cal)
-    from tvm_tqs.compiler import GRAM_CONTEXTS
-    from tvm_tqs.contexts import SyntheticContexts
-
-    free_grams = input_grams(problem, SyntheticContexts().make(problem.rollout, GRAM_CONTEXTS, seed=0))
     quantizers = {
         "rtn": rtn,
         "mse": mse,
-        "bitsplit": BitSplit(free_grams, activations=f"data-free ({GRAM_CONTEXTS} synthetic contexts)"),
-        "bitsplit-cal": BitSplit(cal_grams, activations=f"calibration ({len(cal)} windows)"),
+        "bitsplit": bitsplit_quantizer(problem),  # what compile(quantizer="bitsplit") uses
+        "bitsplit-cal": bitsplit_quantizer(problem, cal),
     }
     rows = {}
     for precision in PRECISIONS_RUN:

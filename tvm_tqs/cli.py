@@ -11,6 +11,7 @@ from .errors import TQSError
 from .io import write_text_atomic
 from .precision import PRECISION_ORDER
 from .quantizers import QUANTIZERS
+from .solver import SOLVER_METHODS
 
 
 def _parse_shapes(items: list[str]) -> dict:
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, default=96, help="TQS rollout horizon in time steps (default 96)")
     p.add_argument("--seeds", type=int, default=8, help="TQS replicates (default 8)")
     p.add_argument("--runner", help="latency runner: local | rpc://HOST:PORT/KEY | offline:DIR")
-    p.add_argument("--solver", choices=["auto", "exact", "greedy"], default="auto")
+    p.add_argument("--solver", choices=list(SOLVER_METHODS), default="auto")
     p.add_argument(
         "--quantizer",
         choices=list(QUANTIZERS),

@@ -148,32 +148,17 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
     )
 
 
-# Data-free contexts whose first model call gives "bitsplit" its input activations (one call each: cheap).
-GRAM_CONTEXTS = 64
-
-
 def _weight_quantizer(problem, options):
     """The quantizer object for `options.quantizer`; "bitsplit" with its inputs' Gram matrices."""
-    from .quantizers import BitSplit, mse
+    from .planning.activations import bitsplit_quantizer
+    from .quantizers import mse
 
     chosen = options.quantizer
     if not isinstance(chosen, str):
         return chosen
-    if chosen != "bitsplit":
-        return {"rtn": rtn, "mse": mse}[chosen]
-    from .contexts import SyntheticContexts, validate_contexts
-    from .planning.activations import input_grams
-
-    rollout = problem.rollout
-    if rollout is None:
-        return BitSplit(activations="none: the model has no rollout contract (weight error only)")
-    if options.calibration is not None:
-        windows = validate_contexts(rollout, options.calibration)
-        source = f"calibration ({len(windows)} windows)"
-    else:
-        windows = SyntheticContexts().make(rollout, GRAM_CONTEXTS, seed=0)
-        source = f"data-free ({len(windows)} synthetic contexts)"
-    return BitSplit(input_grams(problem, windows), activations=source)
+    if chosen == "bitsplit":
+        return bitsplit_quantizer(problem, options.calibration)
+    return {"rtn": rtn, "mse": mse}[chosen]
 
 
 def _score(problem, rollout, options):

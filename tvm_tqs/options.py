@@ -11,10 +11,9 @@ import numpy as np
 from .errors import TQSError
 from .precision import INT4_GROUP, PRECISION_ORDER, PRECISIONS
 from .quantizers import QUANTIZERS, rtn
-from .solver import Budget
+from .solver import SOLVER_METHODS, Budget
 
 Progress = Callable[[int, int, str], None]
-SOLVERS = ("auto", "exact", "greedy")
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,8 @@ class CompileOptions:
             raise TQSError(
                 "calibration= windows are for quantizer='bitsplit' (its activations); other quantizers read none"
             )
-        if self.solver not in SOLVERS:
-            raise TQSError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.solver not in SOLVER_METHODS:
+            raise TQSError(f"solver must be one of {', '.join(SOLVER_METHODS)}, got {self.solver!r}")
         for name in ("batch", "horizon", "seeds", "max_rounds", "group_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -97,6 +97,9 @@ class Solution:
         return {g.name: g.options[i].precision for g, i in zip(groups, self.choice, strict=True)}
 
 
+SOLVER_METHODS = ("auto", "exact", "greedy")
+
+
 def _limits(budget: Budget, groups: list[Group], fixed: dict[str, float] | None = None) -> dict[str, float]:
     """Per-resource limits for the groups: the budget minus what the parts outside the decision use."""
     fixed = fixed or {}
@@ -236,7 +239,7 @@ def solve(
         Resources (size_bytes, bops, latency_ms) used by the parts of the model outside the decision;
         the budget covers them too, and errors report whole-model values.
     """
-    if method not in ("auto", "exact", "greedy"):
+    if method not in SOLVER_METHODS:
         raise TQSError(f"solver method must be 'auto', 'exact' or 'greedy', got {method!r}")
     n = sum(len(g.options) for g in groups)
     if method == "greedy" or (method == "auto" and n > exact_limit):

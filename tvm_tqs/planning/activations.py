@@ -8,6 +8,8 @@ import numpy as np
 
 from ..error_model import crest_factor
 
+# Data-free contexts whose first model call gives "bitsplit" its input activations (one call each: cheap).
+GRAM_CONTEXTS = 64
 # Gram matrices get this fraction of their mean diagonal added: with few rows (one call per context) X^T X
 # is rank-deficient, and the damping keeps the weight error in charge of the directions X never visits.
 GRAM_DAMPING = 0.01
@@ -105,3 +107,21 @@ def input_grams(problem, contexts: np.ndarray, damping: float = GRAM_DAMPING) ->
             total += damping * max(float(np.mean(np.diag(total))), 1e-12) * np.eye(len(total))
             grams[weight_digest(np.asarray(g.weight, np.float32))] = total
     return grams
+
+
+def bitsplit_quantizer(problem, calibration: np.ndarray | None = None):
+    """`BitSplit` with the Gram matrices of the problem's sites: from `calibration` windows when given, else
+    from `GRAM_CONTEXTS` data-free contexts; its `activations` says which."""
+    from ..contexts import SyntheticContexts, validate_contexts
+    from ..quantizers import BitSplit
+
+    rollout = problem.rollout
+    if rollout is None:
+        return BitSplit(activations="none: the model has no rollout contract (weight error only)")
+    if calibration is not None:
+        windows = validate_contexts(rollout, calibration)
+        source = f"calibration ({len(windows)} windows)"
+    else:
+        windows = SyntheticContexts().make(rollout, GRAM_CONTEXTS, seed=0)
+        source = f"data-free ({len(windows)} synthetic contexts)"
+    return BitSplit(input_grams(problem, windows), activations=source)

@@ -41,13 +41,13 @@ def stitch_planes(planes: np.ndarray) -> np.ndarray:
 class _Problem:
     """W [N, K], planes [P, N, K], per-element scale view of the block scales, and the objective's state."""
 
-    def __init__(self, m: np.ndarray, q: np.ndarray, scale: np.ndarray, bits: int, group: int, gram=None):
+    def __init__(self, m: np.ndarray, q: np.ndarray, scale: np.ndarray, bits: int, group: int):
         self.m = m.astype(np.float64)
         self.planes = split_planes(q, bits).astype(np.int64)
         self.group = group
         self.cols = np.arange(m.shape[1]) // group
         self.scale = scale.astype(np.float64)  # [N, n_groups]
-        self.gram = None if gram is None else np.asarray(gram, dtype=np.float64)
+        self.gram = None  # set for the output stage
 
     @property
     def q(self) -> np.ndarray:
@@ -162,7 +162,7 @@ def _run(prob: _Problem, scales, planes, sweeps: int, stage: str, history: list 
             update()
             if history is not None:
                 history.append((stage, prob.objective()))
-        if np.array_equal(before[0], prob.planes) and np.allclose(before[1], prob.scale, rtol=0, atol=0):
+        if np.array_equal(before[0], prob.planes) and np.array_equal(before[1], prob.scale):
             break
 
 
