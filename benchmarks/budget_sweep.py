@@ -4,21 +4,29 @@
                                       [--out benchmarks/results] [--dry-run]
 
 For every zoo model (benchmarks/zoo/models/*.onnx and tvm_tqs/examples/*.onnx), target "x86" (this host),
-P size budgets evenly spaced from the all-int4 model size to the all-int8 model size (whole-model bytes,
-`plan.totals["size_bytes"]`: quantized weights with their scales plus the float constants), and at each
-budget the plan of every method:
+P size budgets evenly spaced from the all-int4 model size to the all-int8 model size, plus the all-fp16 size
+(whole-model bytes, `plan.totals["size_bytes"]`: quantized weights with their scales plus the float
+constants), and at each budget the plan of every method:
 
 - ``TQS``: compile()'s plan: the knapsack minimising the error model's sum of e_g^2 built from one
   weight-mode TQS report (horizon 96, 8 seeds, data-free contexts), reused across budgets;
+- ``TQS cross``: the cross-group error model (`tvm_tqs.planning.CrossGroupModel`): the rollout's responses
+  to each group's actual quantization residual at each precision (the paper's residual probe; horizon 96,
+  8 data-free contexts), their inner products as pairwise terms, plus the activation term from the same TQS
+  report; solved by the pairwise-corrected knapsack (`tvm_tqs.solver_pairwise`);
+- ``TQS residual``: the same responses without their cross terms (each group's residual response alone,
+  the independent model with the residual probe) and the plain knapsack;
 - ``1-step``: the SAME solver and error model with the single-step gains (each site's gain over the first
   model call only, ``SiteScore.gain_first_call``, read from the same report);
 - ``weight error``: the SAME solver minimising the sum over weight groups of r_w(g, p)^2, the relative
   weight-quantization error (no sensitivity, no activation term; every distinct weight counted once);
+- ``SQNR``: the SAME solver minimising the sum over sites of the output noise-to-signal ratio of each site
+  quantized alone (AIMET AMP's signal; `tvm_tqs.planning.sqnr_table` on 64 data-free contexts' first call);
 - ``random``: R random plans that meet the budget (random maximal fill, `plan_eval.Planner.random_fill`:
   every group starts at its smallest option and random upgrades that still fit are taken until none
   fits); the median over the R seeds is reported;
 - ``uniform``: the largest uniform precision that fits the budget (all-int4 below the all-int8 size,
-  all-int8 at it; all-fp16 is 2x the int8 size and never fits the range, so it is not measured).
+  all-int8 at it, all-fp16 at the last budget).
 
 Plans are solved with compile()'s own helpers (`plan_eval.Planner`; identical to
 ``compile(model, "x86", Budget(size_bytes=B), tqs_report=report)``), then each distinct plan is compiled
@@ -26,8 +34,8 @@ once with ``compile(plan=..., batch=N)`` and rolled out 96 steps from N real tes
 relative rollout error ||y_q - y_fp32|| / ||y_fp32|| against the model's own fp32 compile (the quantity
 the error model predicts; used for dominance), and the increase of the rollout MSE against the truth.
 
-TQS dominates a baseline at a budget when its measured relative error is lower (ties: same plan, or
-equal error). The first budget (all-int4 size) mostly admits only the all-int4 plan, so methods tie there;
+TQS (each of the TQS variants) dominates a baseline at a budget when its measured relative error is lower
+(ties: same plan, or equal error). The first budget (all-int4 size) mostly admits only the all-int4 plan, so methods tie there;
 not always: a weight with very few input channels is smaller in fp16 than in int4 with its group scales
 (vic_elec_gru's 2-input W_ih), and the solvers take fp16 for it. The dominance counts leave that budget
 out; the list of losses in the results covers every budget.
@@ -48,19 +56,25 @@ from common import card_of, command_line, machine_env, per_model, selected_model
 from plan_eval import HORIZON, SEEDS, TARGET, Evaluator, Planner, gains_of, scored_planner
 from tqs_validity import test_windows
 
+from tvm_tqs.contexts import SyntheticContexts
+from tvm_tqs.planning import sqnr_table
+from tvm_tqs.planning.activations import GRAM_CONTEXTS
 from tvm_tqs.solver import InfeasibleBudgetError
 
 HERE = Path(__file__).resolve().parent
 # Cost: every distinct plan is one full compile + build (about 1 s for the MLP, 15-20 s for the unrolled
 # GRU/LSTM on 2 cores); identical plans (methods agreeing, the shared all-int4 point) are measured once.
-POINTS, RANDOM_SEEDS, WINDOWS = 4, 3, 256
-SOLVED = ("TQS", "1-step", "weight error")
-BASELINES = ("1-step", "weight error", "random", "uniform")
-METHODS = ("TQS", *BASELINES)
+POINTS, RANDOM_SEEDS, WINDOWS = 5, 3, 256
+SOLVED = ("TQS", "TQS residual", "1-step", "weight error", "SQNR")  # plain knapsack on a table
+VARIANTS = ("TQS", "TQS cross")  # the TQS plans compared with every baseline
+BASELINES = ("1-step", "weight error", "SQNR", "random", "uniform")
+METHODS = ("TQS", "TQS cross", "TQS residual", *BASELINES)
 TIE = 1e-9
 
 
-def plans_for(planner: Planner, tables: dict, budgets: list[float], seeds: int, seed: int) -> list[dict]:
+def plans_for(
+    planner: Planner, tables: dict, cross, budgets: list[float], seeds: int, seed: int
+) -> list[dict]:
     """Per budget: {method: plan or None (infeasible)}; "random" holds a list of plans."""
     sizes = {p: planner.size(planner.uniform(p)) for p in ("int4", "int8", "fp16")}
     allowed = planner.allowed()
@@ -72,6 +86,10 @@ def plans_for(planner: Planner, tables: dict, budgets: list[float], seeds: int, 
                 entry[method] = planner.solve(tables[method], budget)
             except InfeasibleBudgetError:
                 entry[method] = None
+        try:
+            entry["TQS cross"] = planner.solve_cross(cross, budget)
+        except InfeasibleBudgetError:
+            entry["TQS cross"] = None
         rng = np.random.default_rng([seed, i])
         entry["random"] = [planner.random_fill(rng, budget, allowed) for _ in range(seeds)]
         fits = [p for p in ("fp16", "int8", "int4") if sizes[p] <= budget * (1 + TIE)]
@@ -85,7 +103,7 @@ def _key(plan: dict) -> tuple:
     return tuple(sorted(plan.items()))
 
 
-def _point(planner, ev, table, plan) -> dict | None:
+def _point(planner, ev, table, cross, plan) -> dict | None:
     if plan is None:
         return None
     m = ev.measure(planner.site_plan(plan))
@@ -93,6 +111,7 @@ def _point(planner, ev, table, plan) -> dict | None:
         "plan": plan,
         "size_bytes": planner.size(plan),
         "predicted": planner.predicted(table, plan),
+        "predicted_cross": planner.predicted_cross(cross, plan),
         "rel_error": m["rel_error"],
         "mse_increase": m["mse_increase"],
     }
@@ -118,13 +137,22 @@ def evaluate(path: Path, points: int, seeds: int, windows: int, seed: int, dry_r
         "weight error": planner.weight_errors2(),
     }
     timings["error_tables_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cross = planner.cross_model(gains_of(report))
+    tables["TQS residual"] = cross.errors2
+    timings["residual_responses_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    contexts = SyntheticContexts().make(planner.rollout, GRAM_CONTEXTS, seed=0)
+    tables["SQNR"] = sqnr_table(planner.problem, contexts)
+    timings["sqnr_s"] = time.perf_counter() - t0
     lo, hi = planner.size(planner.uniform("int4")), planner.size(planner.uniform("int8"))
     fp32_size = planner.size(planner.uniform("fp32"))
-    budgets = [float(b) for b in np.linspace(lo, hi, points)]
-    plans = plans_for(planner, tables, budgets, seeds, seed)
+    fp16 = planner.size(planner.uniform("fp16"))
+    budgets = [float(b) for b in np.linspace(lo, hi, points)] + ([fp16] if fp16 > hi else [])
+    plans = plans_for(planner, tables, cross, budgets, seeds, seed)
     distinct = set()
     for entry in plans:
-        for method in (*SOLVED, "uniform"):
+        for method in (*SOLVED, "TQS cross", "uniform"):
             if entry[method] is not None:
                 distinct.add(_key(entry[method]))
         distinct.update(_key(p) for p in entry["random"])
@@ -136,8 +164,13 @@ def evaluate(path: Path, points: int, seeds: int, windows: int, seed: int, dry_r
         "fp32_size_bytes": fp32_size,
         "int4_size_bytes": lo,
         "int8_size_bytes": hi,
-        "fp16_size_bytes": planner.size(planner.uniform("fp16")),
+        "fp16_size_bytes": fp16,
         "distinct_plans": len(distinct),
+        "residual_responses": {
+            "executions": cross.responses.executions,
+            "probes": len(cross.responses.keys),
+            "replicates": cross.responses.replicates,
+        },
         "timings_s": timings,
     }
     print(f"   {len(planner.groups)} weight groups; {len(distinct)} distinct plans to measure", flush=True)
@@ -153,32 +186,36 @@ def evaluate(path: Path, points: int, seeds: int, windows: int, seed: int, dry_r
         row = {
             "budget_bytes": budget,
             "budget_fraction": (budget - lo) / (hi - lo) if hi > lo else 0.0,
+            "at": "fp16" if budget == fp16 and budget > hi else None,
             "budget_pct_fp32": 100.0 * budget / fp32_size,
             "uniform_precision": entry["uniform_precision"],
             "methods": {},
         }
-        for method in (*SOLVED, "uniform"):
-            row["methods"][method] = _point(planner, ev, table, entry[method])
-        randoms = [_point(planner, ev, table, p) for p in entry["random"]]
+        for method in (*SOLVED, "TQS cross", "uniform"):
+            row["methods"][method] = _point(planner, ev, table, cross, entry[method])
+        randoms = [_point(planner, ev, table, cross, p) for p in entry["random"]]
         row["random_seeds"] = randoms
         row["methods"]["random"] = {
             "size_bytes": float(np.median([r["size_bytes"] for r in randoms])),
             "predicted": float(np.median([r["predicted"] for r in randoms])),
+            "predicted_cross": float(np.median([r["predicted_cross"] for r in randoms])),
             "rel_error": float(np.median([r["rel_error"] for r in randoms])),
             "mse_increase": float(np.median([r["mse_increase"] for r in randoms])),
             "rel_error_min": float(np.min([r["rel_error"] for r in randoms])),
             "rel_error_max": float(np.max([r["rel_error"] for r in randoms])),
         }
-        tqs = row["methods"]["TQS"]
-        row["tqs_vs"] = {}
-        for base in BASELINES:
-            other = row["methods"][base]
-            others = randoms if base == "random" else [other]
-            same = tqs is not None and all(o is not None and o["plan"] == tqs["plan"] for o in others)
-            row["tqs_vs"][base] = {
-                "rel_error": _compare(tqs, other, "rel_error", same),
-                "mse_increase": _compare(tqs, other, "mse_increase", same),
-            }
+        row["vs"] = {}
+        for variant in VARIANTS:
+            tqs = row["methods"][variant]
+            row["vs"][variant] = {}
+            for base in BASELINES:
+                other = row["methods"][base]
+                others = randoms if base == "random" else [other]
+                same = tqs is not None and all(o is not None and o["plan"] == tqs["plan"] for o in others)
+                row["vs"][variant][base] = {
+                    "rel_error": _compare(tqs, other, "rel_error", same),
+                    "mse_increase": _compare(tqs, other, "mse_increase", same),
+                }
         rows.append(row)
         print(
             f"   budget {budget:.0f} B: "
@@ -191,7 +228,9 @@ def evaluate(path: Path, points: int, seeds: int, windows: int, seed: int, dry_r
         fp32_rollout_mse=ev.ref_mse,
         compiles=ev.compiles,
         budgets=rows,
-        uniform_points={p: _point(planner, ev, table, planner.uniform(p)) for p in ("int4", "int8")},
+        uniform_points={
+            p: _point(planner, ev, table, cross, planner.uniform(p)) for p in ("int4", "int8", "fp16")
+        },
     )
     return result
 
@@ -203,17 +242,70 @@ def _fmt(point: dict | None, key: str, spec: str = ".3g") -> str:
 MARK = {"win": "W", "tie": "=", "loss": "L", None: "-"}
 
 
-def dominance(res: dict, key: str = "rel_error") -> dict:
-    """Per baseline: wins/ties/losses of TQS over the budgets above the all-int4 point."""
+def dominance(res: dict, variant: str = "TQS", key: str = "rel_error") -> dict:
+    """Per baseline: wins/ties/losses of `variant` over the budgets above the all-int4 point."""
     out = {}
+    rows = res["budgets"][1:]
     for base in BASELINES:
-        marks = [row["tqs_vs"][base][key] for row in res["budgets"][1:]]
+        marks = [row["vs"][variant][base][key] for row in rows]
         out[base] = {m: marks.count(m) for m in ("win", "tie", "loss")}
-    marks = [
-        all(row["tqs_vs"][b][key] in ("win", "tie", None) for b in BASELINES) for row in res["budgets"][1:]
-    ]
+    marks = [all(row["vs"][variant][b][key] in ("win", "tie", None) for b in BASELINES) for row in rows]
     out["all"] = {"dominates": sum(marks), "budgets": len(marks)}
     return out
+
+
+def calibration(res: dict, method: str) -> list[float]:
+    """measured / predicted relative error of every distinct measured plan (the error model of `method`:
+    "predicted" = the independent TQS model, "predicted_cross" = the cross-group model)."""
+    seen, ratios = set(), []
+    points = [p for row in res["budgets"] for p in [*row["methods"].values(), *row["random_seeds"]]]
+    for pt in points:
+        if not pt or "plan" not in pt or pt[method] <= 0:
+            continue
+        key = tuple(sorted(pt["plan"].items()))
+        if key not in seen:
+            seen.add(key)
+            ratios.append(pt["rel_error"] / pt[method])
+    return ratios
+
+
+def beats_uniform(res: dict, variant: str, precision: str) -> str | None:
+    """'win'/'tie'/'loss' of `variant` against the uniform plan at that plan's size."""
+    rows = [
+        row
+        for row in res["budgets"]
+        if (row.get("at") == "fp16") == (precision == "fp16") and row["uniform_precision"] == precision
+    ]
+    return rows[-1]["vs"][variant]["uniform"]["rel_error"] if rows else None
+
+
+def _summary(results: list[dict], variant: str, key: str) -> list[str]:
+    lines = [
+        f"| model | groups (sites) | {variant} best at | "
+        + " | ".join(f"vs {b}" for b in BASELINES)
+        + " | vs int8 at its size | vs fp16 at its size |",
+        "|---|---|---|" + "---|" * len(BASELINES) + "---|---|",
+    ]
+    for res in results:
+        d = dominance(res, variant, key)
+        wtl = " | ".join(f"{d[b]['win']}/{d[b]['tie']}/{d[b]['loss']}" for b in BASELINES)
+        lines.append(
+            f"| {res['model']} | {res['groups']} ({res['quantizable_sites']}) | "
+            f"{d['all']['dominates']}/{d['all']['budgets']} | {wtl} | "
+            f"{MARK[beats_uniform(res, variant, 'int8')]} | {MARK[beats_uniform(res, variant, 'fp16')]} |"
+        )
+    pairs = [dominance(r, variant, key) for r in results]
+    total, count = sum(d["all"]["dominates"] for d in pairs), sum(d["all"]["budgets"] for d in pairs)
+    per_base = []
+    for b in BASELINES:
+        ok = sum(d[b]["win"] + d[b]["tie"] for d in pairs)
+        per_base.append(f"{b} {ok}/{count}")
+    lines += [
+        "",
+        f"{variant} has the lowest measured error of all methods at {total}/{count} (model, budget) pairs; "
+        f"no worse than each baseline at: {', '.join(per_base)}. Columns vs X: wins/ties/losses.",
+    ]
+    return lines
 
 
 def markdown(results: list[dict], payload: dict) -> str:
@@ -227,116 +319,108 @@ def markdown(results: list[dict], payload: dict) -> str:
         "measures in its docstring).",
         "",
         f"Settings: target `{TARGET}` (runs on this host); {payload['points']} size budgets from the all-int4 "
-        f"to the all-int8 model size; TQS weight mode, horizon {HORIZON}, {SEEDS} seeds, data-free contexts, one "
-        f"report per model for every budget; random baseline: median of {payload['random_seeds']} random "
-        f"maximal fills (seed {payload['seed']}); measured on {payload['windows']} evenly spaced real test "
-        f"windows (fewer where the split has fewer), {HORIZON}-step rollouts, all windows in one batch.",
+        f"to the all-int8 model size, plus the all-fp16 size; TQS weight mode, horizon {HORIZON}, {SEEDS} seeds, "
+        "data-free contexts, one report and one set of residual responses per model for every budget; random "
+        f"baseline: median of {payload['random_seeds']} random maximal fills (seed {payload['seed']}); measured "
+        f"on {payload['windows']} evenly spaced real test windows (fewer where the split has fewer), "
+        f"{HORIZON}-step rollouts, all windows in one batch.",
         "",
         "Error = relative rollout error ||y_q - y_fp32|| / ||y_fp32|| of the quantized compile against the "
-        "model's fp32 compile (what the error model predicts). `dMSE` = increase of the rollout MSE against "
-        "the truth (model units; negative = the quantized model happened to be closer to the truth). "
-        "Marks: TQS vs that baseline at that budget: W = TQS lower error, = tie (same plan or same error), "
-        "L = TQS higher error. Budget 0 % (all-int4 size) mostly admits only the all-int4 plan (all tie); "
-        "a weight with very few input channels is smaller in fp16 than in int4 with its scales, so plans "
-        "can differ there.",
+        "model's fp32 compile (what the error models predict). `dMSE` = increase of the rollout MSE against "
+        "the truth. Marks: W = the TQS variant has the lower error, = tie (same plan or same error), L = higher. "
+        "The all-int4 budget mostly admits only the all-int4 plan; dominance counts leave it out.",
         "",
-        "## Summary: does TQS dominate?",
+        "Methods: `TQS` = compile()'s plan today (Gaussian-probe gains, independent groups); `TQS cross` = "
+        "the cross-group model (residual-probe responses with their interactions, pairwise-corrected "
+        "knapsack); `TQS residual` = the residual probe without interactions; baselines as in the docstring.",
         "",
-        "Budgets above the all-int4 point where TQS has the lowest measured relative error of all methods "
-        "(ties count as dominance), and TQS's wins/ties/losses against each baseline.",
-        "",
-        "| model | groups (sites) | TQS best at | vs 1-step | vs weight error | vs random (median) | vs uniform |",
-        "|---|---|---|---|---|---|---|",
     ]
+    for variant in VARIANTS:
+        lines += [f"## Summary: {variant}", ""] + _summary(results, variant, "rel_error") + [""]
+    lines += ["## Calibration: measured / predicted on every distinct measured plan", ""]
+    lines += ["| model | independent TQS model: min / median / max | cross-group model: min / median / max |"]
+    lines += ["|---|---|---|"]
     for res in results:
-        d = dominance(res)
-        wtl = {b: f"{d[b]['win']}/{d[b]['tie']}/{d[b]['loss']}" for b in BASELINES}
-        lines.append(
-            f"| {res['model']} | {res['groups']} ({res['quantizable_sites']}) | "
-            f"{d['all']['dominates']}/{d['all']['budgets']} | {wtl['1-step']} | {wtl['weight error']} | "
-            f"{wtl['random']} | {wtl['uniform']} |"
-        )
-    total = sum(dominance(r)["all"]["dominates"] for r in results)
-    count = sum(dominance(r)["all"]["budgets"] for r in results)
-    models_all = sum(1 for r in results if dominance(r)["all"]["dominates"] == dominance(r)["all"]["budgets"])
-    lines += [
-        "",
-        f"TQS has the lowest measured error at {total}/{count} (model, budget) pairs; at every budget on "
-        f"{models_all}/{len(results)} models. Columns vs X: wins/ties/losses of TQS.",
-        "",
-        "Same on the MSE increase against the truth (a noisier target: quantization noise can move a "
-        "forecast towards or away from the truth):",
-        "",
-        "| model | TQS best at | vs 1-step | vs weight error | vs random (median) | vs uniform |",
-        "|---|---|---|---|---|---|",
-    ]
-    for res in results:
-        d = dominance(res, "mse_increase")
-        wtl = {b: f"{d[b]['win']}/{d[b]['tie']}/{d[b]['loss']}" for b in BASELINES}
-        lines.append(
-            f"| {res['model']} | {d['all']['dominates']}/{d['all']['budgets']} | {wtl['1-step']} | "
-            f"{wtl['weight error']} | {wtl['random']} | {wtl['uniform']} |"
-        )
-    lines += [
-        "",
-        "## Where TQS loses",
-        "",
-        "Every (budget, baseline) with a higher measured relative error for TQS, the all-int4 point included, with both plans' predicted "
-        "errors (the error model's; for random, the median over the seeds): a loss the error model predicted "
-        "the other way is a mis-ranking of the error model, not of the solver.",
-        "",
-        "| model | budget (bytes) | baseline | measured TQS / baseline | predicted TQS / baseline |",
-        "|---|---|---|---|---|",
-    ]
-    for res in results:
-        for row in res["budgets"]:
-            for base in BASELINES:
-                if row["tqs_vs"][base]["rel_error"] != "loss":
-                    continue
-                t, o = row["methods"]["TQS"], row["methods"][base]
-                lines.append(
-                    f"| {res['model']} | {row['budget_bytes']:.0f} | {base} | {t['rel_error']:.3g} / "
-                    f"{o['rel_error']:.3g} | {t['predicted']:.3g} / {o['predicted']:.3g} |"
-                )
+        cells = []
+        for method in ("predicted", "predicted_cross"):
+            r = calibration(res, method)
+            cells.append(f"{min(r):.2f} / {np.median(r):.2f} / {max(r):.2f} ({len(r)} plans)" if r else "-")
+        lines.append(f"| {res['model']} | {cells[0]} | {cells[1]} |")
+    for variant in VARIANTS:
+        lines += [
+            "",
+            f"## Where {variant} loses",
+            "",
+            "Every (budget, baseline) with a higher measured error, with both plans' predictions "
+            "(independent model / cross-group model; random: medians over the seeds).",
+            "",
+            "| model | budget (bytes) | baseline | measured | predicted, independent | predicted, cross |",
+            "|---|---|---|---|---|---|",
+        ]
+        for res in results:
+            for row in res["budgets"]:
+                for base in BASELINES:
+                    if row["vs"][variant][base]["rel_error"] != "loss":
+                        continue
+                    t, o = row["methods"][variant], row["methods"][base]
+                    lines.append(
+                        f"| {res['model']} | {row['budget_bytes']:.0f} | {base} | {t['rel_error']:.3g} / "
+                        f"{o['rel_error']:.3g} | {t['predicted']:.3g} / {o['predicted']:.3g} | "
+                        f"{t['predicted_cross']:.3g} / {o['predicted_cross']:.3g} |"
+                    )
     lines += ["", "## Per model", ""]
     for res in results:
-        lines += [
-            f"### {res['model']}",
-            "",
-            f"{res['groups']} weight groups ({res['quantizable_sites']} quantizable sites); fp32 "
-            f"{res['fp32_size_bytes']:.0f} B, all-int4 {res['int4_size_bytes']:.0f} B, all-int8 "
-            f"{res['int8_size_bytes']:.0f} B, all-fp16 {res['fp16_size_bytes']:.0f} B (out of range); "
-            f"{res['test_windows']} test windows; fp32 rollout MSE {res['fp32_rollout_mse']:.4f}; "
-            f"{res['compiles']} compiles; {res['total_s']:.0f} s.",
-            "",
-            "| budget (bytes, % of int4..int8) | TQS | 1-step | weight error | random median [min, max] | "
-            "uniform | TQS vs 1-step / weight / random / uniform | dMSE: TQS, 1-step, weight, random, uniform |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for row in res["budgets"]:
-            m = row["methods"]
-            rnd = m["random"]
-            marks = " ".join(MARK[row["tqs_vs"][b]["rel_error"]] for b in BASELINES)
-            dmse = ", ".join(_fmt(m[k], "mse_increase", "+.2g") for k in METHODS)
-            lines.append(
-                f"| {row['budget_bytes']:.0f} ({100 * row['budget_fraction']:.0f} %) | "
-                f"{_fmt(m['TQS'], 'rel_error')} | {_fmt(m['1-step'], 'rel_error')} | "
-                f"{_fmt(m['weight error'], 'rel_error')} | {rnd['rel_error']:.3g} "
-                f"[{rnd['rel_error_min']:.3g}, {rnd['rel_error_max']:.3g}] | "
-                f"{_fmt(m['uniform'], 'rel_error')} ({row['uniform_precision']}) | {marks} | {dmse} |"
-            )
-        lines += ["", "Plans (weight group: precision):", ""]
-        for row in res["budgets"]:
-            for method in SOLVED:
-                point = row["methods"][method]
-                if point is not None:
-                    plan = " ".join(f"{k}:{v}" for k, v in point["plan"].items())
-                    lines.append(
-                        f"- {row['budget_bytes']:.0f} B, {method}: {plan} ({point['size_bytes']:.0f} B, "
-                        f"predicted {point['predicted']:.3g})"
-                    )
-        lines.append("")
+        lines += _per_model(res)
     return "\n".join(lines)
+
+
+def _per_model(res: dict) -> list[str]:
+    rr = res["residual_responses"]
+    t = res["timings_s"]
+    lines = [
+        f"### {res['model']}",
+        "",
+        f"{res['groups']} weight groups ({res['quantizable_sites']} quantizable sites); fp32 "
+        f"{res['fp32_size_bytes']:.0f} B, all-int4 {res['int4_size_bytes']:.0f} B, all-int8 "
+        f"{res['int8_size_bytes']:.0f} B, all-fp16 {res['fp16_size_bytes']:.0f} B; "
+        f"{res['test_windows']} test windows; fp32 rollout MSE {res['fp32_rollout_mse']:.4f}; "
+        f"{res['compiles']} compiles; {res['total_s']:.0f} s (TQS {t['tqs_s']:.0f} s, residual responses "
+        f"{t['residual_responses_s']:.0f} s for {rr['probes']} probes x {rr['replicates']} contexts in "
+        f"{rr['executions']} executions, SQNR {t['sqnr_s']:.0f} s).",
+        "",
+        "| budget (bytes, % of int4..int8) | "
+        + " | ".join(METHODS)
+        + " | marks TQS / TQS cross vs "
+        + " / ".join(BASELINES)
+        + " |",
+        "|---|" + "---|" * len(METHODS) + "---|",
+    ]
+    for row in res["budgets"]:
+        m = row["methods"]
+        cells = []
+        for k in METHODS:
+            if k == "random":
+                r = m["random"]
+                cells.append(f"{r['rel_error']:.3g} [{r['rel_error_min']:.3g}, {r['rel_error_max']:.3g}]")
+            elif k == "uniform":
+                cells.append(f"{_fmt(m[k], 'rel_error')} ({row['uniform_precision']})")
+            else:
+                cells.append(_fmt(m[k], "rel_error"))
+        marks = " / ".join("".join(MARK[row["vs"][v][b]["rel_error"]] for b in BASELINES) for v in VARIANTS)
+        where = "fp16 size" if row.get("at") == "fp16" else f"{100 * row['budget_fraction']:.0f} %"
+        lines.append(f"| {row['budget_bytes']:.0f} ({where}) | " + " | ".join(cells) + f" | {marks} |")
+    lines += ["", "Plans (weight group: precision):", ""]
+    for row in res["budgets"]:
+        for method in ("TQS", "TQS cross", "TQS residual", "SQNR"):
+            point = row["methods"][method]
+            if point is not None:
+                plan = " ".join(f"{k}:{v}" for k, v in point["plan"].items())
+                lines.append(
+                    f"- {row['budget_bytes']:.0f} B, {method}: {plan} ({point['size_bytes']:.0f} B, "
+                    f"predicted {point['predicted']:.3g} / cross {point['predicted_cross']:.3g})"
+                )
+    lines.append("")
+    return lines
 
 
 def plot(res: dict, out: Path) -> Path:
@@ -348,12 +432,14 @@ def plot(res: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {
         "TQS": ("C0", "o", "-"),
+        "TQS cross": ("C4", "P", "-"),
+        "SQNR": ("C5", "v", "--"),
         "1-step": ("C1", "s", "--"),
         "weight error": ("C2", "^", "--"),
         "random": ("C7", "x", ":"),
         "uniform": ("C3", "D", "-."),
     }
-    for method in (*BASELINES, "TQS"):
+    for method in (*BASELINES, "TQS", "TQS cross"):
         pts = [row["methods"][method] for row in res["budgets"] if row["methods"][method] is not None]
         if method == "uniform":  # the two uniform plans, not a staircase of repeats
             pts = [p for p in res["uniform_points"].values() if p is not None]
@@ -371,8 +457,8 @@ def plot(res: dict, out: Path) -> Path:
             marker=marker,
             linestyle=line,
             label=label,
-            zorder=4 if method == "TQS" else 3,
-            markersize=7 if method == "TQS" else 5,
+            zorder=4 if method.startswith("TQS") else 3,
+            markersize=7 if method.startswith("TQS") else 5,
         )
         if method == "random":
             lo = [row["methods"]["random"]["rel_error_min"] for row in res["budgets"]]
@@ -434,7 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
     }
     for res in results:
-        res["dominance"] = {"rel_error": dominance(res), "mse_increase": dominance(res, "mse_increase")}
+        res["dominance"] = {
+            v: {"rel_error": dominance(res, v), "mse_increase": dominance(res, v, "mse_increase")}
+            for v in VARIANTS
+        }
     md = markdown(results, payload) + f"\nWall time: {payload['wall_s'] / 60:.1f} min.\n"
     write_results(args.out, "budget_sweep", payload, md, failures)
     try:

@@ -19,6 +19,9 @@ For every zoo model (benchmarks/zoo/models/*.onnx and tvm_tqs/examples/*.onnx), 
    (identical draws are measured once and counted once), the calibration ratio measured / predicted
    (median and range over the plans), and the Spearman against the MSE increase. Summary: medians over
    the models.
+5. The same for the cross-group model (``compile(error_model="cross")``, `tvm_tqs.planning.CrossGroupModel`:
+   the rollout's responses to each group's actual quantization residual, interactions included, on the
+   same 8 data-free contexts, plus the activation term), with the time its responses took.
 
 Writes benchmarks/results/error_model.json and .md (with this command line and the settings).
 """
@@ -47,6 +50,9 @@ def evaluate(path: Path, plans: int, windows: int, seed: int) -> dict:
     t0 = time.perf_counter()
     table = planner.errors2(gains_of(report))
     timings["error_table_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cross = planner.cross_model(gains_of(report))
+    timings["residual_responses_s"] = time.perf_counter() - t0
     x, y = test_windows(card, HORIZON, windows)
     t0 = time.perf_counter()
     ev = Evaluator(path, x, y, planner.rollout.target_channels)
@@ -63,6 +69,7 @@ def evaluate(path: Path, plans: int, windows: int, seed: int) -> dict:
         seen.add(key)
         measured = ev.measure(planner.site_plan(plan))
         predicted = planner.predicted(table, plan)
+        predicted_cross = planner.predicted_cross(cross, plan)
         rows.append(
             {
                 "plan": plan,
@@ -71,15 +78,19 @@ def evaluate(path: Path, plans: int, windows: int, seed: int) -> dict:
                 "measured": measured["rel_error"],
                 "mse_increase": measured["mse_increase"],
                 "ratio": measured["rel_error"] / predicted if predicted > 0 else None,
+                "predicted_cross": predicted_cross,
+                "ratio_cross": measured["rel_error"] / predicted_cross if predicted_cross > 0 else None,
             }
         )
         print(
-            f"   {_counts(plan)}: predicted {predicted:.4g}, measured {measured['rel_error']:.4g}",
+            f"   {_counts(plan)}: predicted {predicted:.4g} (cross {predicted_cross:.4g}), measured "
+            f"{measured['rel_error']:.4g}",
             flush=True,
         )
     timings["plans_s"] = ev.seconds
     pred = [r["predicted"] for r in rows]
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    cross_ratios = [r["ratio_cross"] for r in rows if r["ratio_cross"] is not None]
     return {
         "model": path.stem,
         "dataset": card["data"]["dataset"],
@@ -95,6 +106,14 @@ def evaluate(path: Path, plans: int, windows: int, seed: int) -> dict:
         "ratio_median": float(np.median(ratios)) if ratios else None,
         "ratio_min": float(np.min(ratios)) if ratios else None,
         "ratio_max": float(np.max(ratios)) if ratios else None,
+        "cross": {
+            "spearman": spearman([r["predicted_cross"] for r in rows], [r["measured"] for r in rows]),
+            "ratio_median": float(np.median(cross_ratios)) if cross_ratios else None,
+            "ratio_min": float(np.min(cross_ratios)) if cross_ratios else None,
+            "ratio_max": float(np.max(cross_ratios)) if cross_ratios else None,
+            "probes": len(cross.responses.keys),
+            "executions": cross.responses.executions,
+        },
         "timings_s": timings,
         "plans": rows,
     }
@@ -163,17 +182,50 @@ def markdown(results: list[dict], payload: dict) -> str:
         f"{_fmt(_median(r['ratio_median'] for r in results), '.2f')} | | "
         f"{_fmt(_median(r['spearman_mse_increase'] for r in results))} | |"
     )
+    lines += _cross_table(results)
     lines += ["", "## Plans", ""]
     for r in results:
-        lines += [f"### {r['model']}", "", "| plan (groups) | size (bytes) | predicted | measured | ratio |"]
-        lines.append("|---|---|---|---|---|")
+        lines += [
+            f"### {r['model']}",
+            "",
+            "| plan (groups) | size (bytes) | predicted | measured | ratio | predicted, cross | ratio, cross |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|")
         for row in sorted(r["plans"], key=lambda row: row["predicted"]):
             lines.append(
                 f"| {_counts(row['plan'])} | {row['size_bytes']:.0f} | {row['predicted']:.3g} | "
-                f"{row['measured']:.3g} | {_fmt(row['ratio'], '.2f')} |"
+                f"{row['measured']:.3g} | {_fmt(row['ratio'], '.2f')} | {row['predicted_cross']:.3g} | "
+                f"{_fmt(row['ratio_cross'], '.2f')} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _cross_table(results: list[dict]) -> list[str]:
+    lines = [
+        "",
+        '## Cross-group model (`compile(error_model="cross")`)',
+        "",
+        "Same plans, predicted by the residual responses with their interactions (docs/error_model.md); "
+        "`within` = plans whose ratio lies in [0.7, 1.4].",
+        "",
+        "| model | Spearman | ratio median | ratio min..max | within [0.7, 1.4] | probes | responses time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c = r["cross"]
+        ratios = [row["ratio_cross"] for row in r["plans"] if row["ratio_cross"] is not None]
+        within = sum(0.7 <= x <= 1.4 for x in ratios)
+        lines.append(
+            f"| {r['model']} | {_fmt(c['spearman'])} | {_fmt(c['ratio_median'], '.2f')} | "
+            f"{_fmt(c['ratio_min'], '.2f')}..{_fmt(c['ratio_max'], '.2f')} | {within}/{len(ratios)} | "
+            f"{c['probes']} | {r['timings_s']['residual_responses_s']:.0f} s |"
+        )
+    lines.append(
+        f"| **median** | {_fmt(_median(r['cross']['spearman'] for r in results))} | "
+        f"{_fmt(_median(r['cross']['ratio_median'] for r in results), '.2f')} | | | | |"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 
 import tvm_tqs
 from tvm_tqs.error_model import weight_error
-from tvm_tqs.planning import PlanningProblem
+from tvm_tqs.planning import CrossGroupModel, PlanningProblem, residual_responses, solve_cross
 from tvm_tqs.planning import gains_of as planning_gains
 from tvm_tqs.precision import INT4_GROUP
 from tvm_tqs.quantizers import rtn
@@ -120,6 +120,20 @@ class Planner:
     def solve(self, errors2: dict, size_bytes: float) -> dict[str, str]:
         """compile()'s knapsack under a size budget (whole-model bytes)."""
         return self.group_plan(self.problem.solve(errors2, Budget(size_bytes=size_bytes)).precisions)
+
+    # -- the cross-group error model -------------------------------------------------------------------
+    def cross_model(self, gains: dict[int, float], seeds: int = SEEDS) -> CrossGroupModel:
+        """Residual responses (horizon HORIZON, `seeds` data-free contexts) + the activation term."""
+        responses = residual_responses(self.problem, horizon=HORIZON, seeds=seeds)
+        activation2 = self.problem.error_table(gains, None, seeds, rtn, weight_term=False)
+        return CrossGroupModel.build(self.problem, responses, activation2)
+
+    def solve_cross(self, model: CrossGroupModel, size_bytes: float) -> dict[str, str]:
+        """The pairwise-corrected knapsack on `model` under a size budget."""
+        return self.group_plan(solve_cross(self.problem, model, Budget(size_bytes=size_bytes)).precisions)
+
+    def predicted_cross(self, model: CrossGroupModel, plan: dict[str, str]) -> float:
+        return model.predicted_error(self.problem, self.site_plan(plan))
 
     # -- random plans ----------------------------------------------------------------------------------
     def random_plan(self, rng: np.random.Generator, allowed: dict[str, tuple[str, ...]]) -> dict[str, str]:

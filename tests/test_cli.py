@@ -79,3 +79,33 @@ def test_targets_lists_registry():
     assert code == 0
     for name in ["x86", "arm_cpu/cortex-a76", "arm_cpu/neoverse-v1", "cuda/jetson-orin", "opencl/adreno"]:
         assert name in out
+
+
+def test_tvm_native_log_lines_are_hidden_unless_verbose():
+    # etth1_patchtst6's Gather ops make TVM's C++ code log "Fast mode segfaults ..." to fd 2 when lowered
+    model = str(
+        Path(__file__).resolve().parents[1] / "benchmarks" / "zoo" / "models" / "etth1_patchtst6.onnx"
+    )
+    code, out, err = run_cli("inspect", model)
+    assert code == 0 and "Fast mode" not in err and "Fast mode" not in out
+    code, _, err = run_cli("inspect", model, "--verbose")
+    assert code == 0 and "Fast mode segfaults" in err
+
+
+@pytest.mark.parametrize("command", ["inspect", "score", "compile", "rollout", "targets"])
+def test_every_command_has_help_with_examples_and_exit_codes(command):
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0
+    assert f"tvm-tqs {command}" in out.split("examples:")[1]
+    assert "exit codes:" in out and "3    the budget cannot be met" in out
+
+
+def test_exit_codes_distinguish_usage_budget_and_success(tmp_path):
+    code, _, err = run_cli(
+        "compile", "--example", "--target", "x86", "--uniform", "int9", "--out", str(tmp_path / "a")
+    )
+    assert code == 2 and "int9" in err  # argparse: usage error
+    code, _, err = run_cli("compile", "--example", "--budget", "size=1b", "--out", str(tmp_path / "b"))
+    assert code == 3 and "smallest feasible" in err and not (tmp_path / "b").exists()
+    code, out, _ = run_cli("targets", "--json")
+    assert code == 0 and json.loads(out)

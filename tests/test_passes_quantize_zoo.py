@@ -24,7 +24,7 @@ from tvm_tqs.targets.kernels import ActQuant, Epilogue, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = sorted((ROOT / "benchmarks" / "zoo" / "models").glob("*.onnx")) + [example_model()]
-RNNS = {"etth1_lstm", "etth1_gru", "vic_elec_gru"}
+RNNS = {"etth1_lstm", "etth1_lstm3", "etth1_gru", "vic_elec_gru"}
 BATCH = 2
 
 # Relative L2 error vs fp32 on standard-normal windows, batch 2. Measured (x86, RTN weights, dynamic

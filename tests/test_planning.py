@@ -28,7 +28,9 @@ def test_problem_plans_what_compile_plans(path):
         sys.path.remove(str(ROOT / "benchmarks"))
     report = tvm_tqs.score(str(path), horizon=12, seeds=2, mode="weight", linearity=False)
     budget = "size=40%"
-    compiled = tvm_tqs.compile(str(path), target="x86", budget=budget, tqs_report=report)
+    compiled = tvm_tqs.compile(
+        str(path), target="x86", budget=budget, tqs_report=report, error_model="independent"
+    )
 
     problem = PlanningProblem.from_model(str(path), "x86")
     errors2 = problem.error_table(gains_of(report))

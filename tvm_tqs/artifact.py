@@ -57,6 +57,7 @@ class CompiledModel:
     inputs: tuple = ()  # (ONNX name, shape, dtype) of every model input, in call order
     outputs: tuple = ()  # ONNX names of the model's outputs, in order
     _vm: object = field(default=None, repr=False)
+    _call: object = field(default=None, repr=False)
 
     # -- running (targets that run on this host) --------------------------------------------------
     def _machine(self):
@@ -73,21 +74,25 @@ class CompiledModel:
         return self._vm
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        """Run `main` once on numpy inputs; returns its outputs."""
-        import tvm
+        """Run `main` once on numpy inputs (converted to the model's dtypes); returns its outputs.
 
-        from .runtime import to_numpy
+        The lean path (`runtime.LeanCall`): inputs are copied into buffers made on the first call, outputs
+        are numpy views of the results; one call at a time per model."""
+        call = self._call
+        if call is None:
+            import tvm
 
-        vm = self._machine()
-        dtypes = [dtype for _, _, dtype in self.inputs] or ["float32"] * len(inputs)
-        if len(inputs) != len(dtypes):
+            from .runtime import LeanCall
+
+            vm = self._machine()
+            dtypes = [dtype for _, _, dtype in self.inputs] or None
+            call = LeanCall(vm["main"], tvm.cpu(), dtypes)
+            self._call = call
+        if call.dtypes is not None and len(inputs) != len(call.dtypes):
             raise TQSError(
-                f"the model takes {len(dtypes)} inputs ({[n for n, _, _ in self.inputs]}); got {len(inputs)}"
+                f"the model takes {len(call.dtypes)} inputs ({[n for n, _, _ in self.inputs]}); got {len(inputs)}"
             )
-        args = [
-            tvm.runtime.tensor(np.ascontiguousarray(x, dtype=d)) for x, d in zip(inputs, dtypes, strict=True)
-        ]
-        return to_numpy(vm["main"](*args))
+        return call(*inputs)
 
     def run_named(self, feeds: dict) -> dict:
         """Run `main` once on ``{input name: array}`` (ONNX names); returns ``{output name: array}``."""

@@ -7,8 +7,9 @@ import json
 import os
 import sys
 
-from .errors import TQSError
+from .errors import MeasurementError, TQSError
 from .io import write_text_atomic
+from .options import ERROR_MODELS
 from .precision import PRECISION_ORDER
 from .quantizers import QUANTIZERS
 from .solver import SOLVER_METHODS
@@ -189,6 +190,7 @@ def _cmd_compile(args) -> int:
         seeds=args.seeds,
         runner=args.runner,
         solver=args.solver,
+        error_model=args.error_model,
         quantizer=args.quantizer,
         calibration=_load_calibration(args.calibration),
         progress=progress,
@@ -261,18 +263,52 @@ def _add_model_args(p: argparse.ArgumentParser, target: str = "x86") -> None:
     _add_rollout_arg(p)
 
 
+EXIT_CODES = """exit codes:
+  0    success
+  2    usage or input error (bad option, unreadable or unsupported model, bad contract, ...)
+  3    the budget cannot be met by any plan (the message names the smallest feasible value)
+  4    a latency measurement failed (runner unreachable, the device could not run the model)
+  130  interrupted (Ctrl-C); nothing is left on disk"""
+
+EXAMPLES = {
+    "inspect": "  tvm-tqs inspect --example\n  tvm-tqs inspect model.onnx --batch 4 --json",
+    "score": "  tvm-tqs score model.onnx --mode weight --top 10\n"
+    "  tvm-tqs score model.onnx --contexts windows.npy --json report.json",
+    "compile": "  tvm-tqs compile --example --target arm_cpu --budget size=25% --out artifact/\n"
+    "  tvm-tqs compile model.onnx --target x86 --budget latency=2ms --runner local --out art/\n"
+    "  tvm-tqs compile model.onnx --target x86 --budget size=20% --error-model cross --out art/",
+    "rollout": "  tvm-tqs rollout model.onnx\n  tvm-tqs rollout model.onnx --rollout contract.json --json",
+    "targets": "  tvm-tqs targets\n  tvm-tqs targets --json",
+}
+
+
+def _sub(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=f"examples:\n{EXAMPLES[name]}\n\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--verbose", action="store_true", help="also show TVM's own (C++) log lines")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tvm-tqs", description="Trajectory-sensitivity-driven quantization on TVM"
+        prog="tvm-tqs",
+        description="Trajectory-sensitivity-driven quantization on TVM",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("inspect", help="list the fused ops of the compiled graph")
+    p = _sub(sub, "inspect", "list the fused ops of the compiled graph")
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("score", help="TQS: rank the fused ops by how their errors grow over the rollout")
+    p = _sub(sub, "score", "TQS: rank the fused ops by how their errors grow over the rollout")
     p.add_argument("model", help="ONNX model file with a rollout contract (attached or inferable)")
     p.add_argument("--horizon", type=int, default=96, help="rollout length in time steps; default 96")
     p.add_argument(
@@ -329,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("compile", help="plan per-op precisions under a budget, quantize, build, export")
+    p = _sub(sub, "compile", "plan per-op precisions under a budget, quantize, build, export")
     _add_model_args(p, target="arm_cpu")
     p.add_argument(
         "--budget", help="size=25%%|size=40kb|avg-bits=5|bops=30%%|latency=2ms (comma-separate to combine)"
@@ -344,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=8, help="TQS replicates (default 8)")
     p.add_argument("--runner", help="latency runner: local | rpc://HOST:PORT/KEY | offline:DIR")
     p.add_argument("--solver", choices=list(SOLVER_METHODS), default="auto")
+    p.add_argument(
+        "--error-model",
+        choices=list(ERROR_MODELS),
+        default="cross",
+        help="cross (default): measured interactions between weight groups; independent: groups add in "
+        "variance, exact knapsack (docs/error_model.md)",
+    )
     p.add_argument(
         "--quantizer",
         choices=list(QUANTIZERS),
@@ -360,12 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_compile)
 
-    p = sub.add_parser("rollout", help="print the rollout contract in use (attached, inferred or --rollout)")
+    p = _sub(sub, "rollout", "print the rollout contract in use (attached, inferred or --rollout)")
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="print only the contract's JSON")
     p.set_defaults(func=_cmd_rollout)
 
-    p = sub.add_parser("targets", help="list the registered hardware targets")
+    p = _sub(sub, "targets", "list the registered hardware targets")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_targets)
     return parser
@@ -381,11 +424,24 @@ def main(argv: list[str] | None = None) -> int:
             from .examples import example_model
 
             args.model = str(example_model())
+    from .native_log import native_log_hidden
+    from .solver import InfeasibleBudgetError
+
     try:
-        return args.func(args)
+        with native_log_hidden(not args.verbose):
+            return args.func(args)
+    except InfeasibleBudgetError as err:
+        print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
+        return 3
+    except MeasurementError as err:
+        print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
+        return 4
     except TQSError as err:
         print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tvm-tqs {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Wiring only: every step lives in its own room.
     load                        the fp32 Relax module (frontend.load)
     PlanningProblem             fused sites, weight groups, resources, error table, solver (planning/)
     score (TQS, weight mode)    gain G_k per site                      [skipped for forced plans]
+    residual responses          group interactions (error_model="cross")
     latency table               per (site, precision), measured through a runner [latency budgets]
     quantize + build            the artifact; for latency budgets its end-to-end latency is measured and,
                                 while over budget, the table is corrected and the plan re-solved
@@ -17,11 +18,19 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .artifact import CompiledModel
-from .errors import TQSError
+from .errors import MeasurementError
 from .frontend.load import ModelLike
 from .options import CompileOptions, Progress
 from .plan import Plan
-from .planning import PlanningProblem, gains_of, site_latency_table, site_plans
+from .planning import (
+    CrossGroupModel,
+    PlanningProblem,
+    gains_of,
+    residual_responses,
+    site_latency_table,
+    site_plans,
+    solve_cross,
+)
 from .precision import INT4_GROUP
 from .quantizers import rtn
 from .solver import Budget
@@ -48,6 +57,7 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
     calibration: np.ndarray | None = None,
     group_size: int = INT4_GROUP,
     solver: str = "auto",
+    error_model: str = "cross",
     max_rounds: int = 3,
     latency_cache=None,
     progress: Progress | None = None,
@@ -86,6 +96,13 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
     group_size : int
         int4 group size.
     solver : {"auto", "exact", "greedy"}
+        How the knapsack of the independent error model is solved (error_model="independent").
+    error_model : {"cross", "independent"}
+        "cross" (default): the rollout's responses to each group's actual quantization residual, with
+        their interactions, plus the activation term from the TQS gains (`tvm_tqs.planning.CrossGroupModel`;
+        one more compiled-rollout run, about the cost of TQS), solved by the pairwise-corrected knapsack
+        (`solver_pairwise`, a local search). "independent": groups add in variance (TQS gains x weight
+        error), solved exactly by `solver` (docs/error_model.md).
     max_rounds : int
         Solve-build-measure rounds for a latency budget.
     latency_cache : LatencyCache, optional
@@ -112,7 +129,8 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
     )
     budget = None if options.budget is None else problem.budget(options.budget)
     quantizer = _weight_quantizer(problem, options)
-    report, gains, errors2, table, runner = options.tqs_report, {}, {}, None, options.runner
+    report, gains, table, runner = options.tqs_report, {}, None, options.runner
+    objective = None
     if options.forced:
         if options.plan is not None:
             precisions, method = problem.forced(options.plan), "forced"
@@ -124,13 +142,13 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
         if report is None:
             report = _score(problem, rollout, options)
         gains = gains_of(report)
-        errors2 = problem.error_table(gains, options.contexts, options.seeds, quantizer)
+        objective = _Objective.of(problem, gains, quantizer, options)
         if budget.latency_ms is not None or runner is not None:
             table, runner = site_latency_table(problem, runner, options.latency_cache, options.progress)
-        solution = problem.solve(errors2, budget, table, options.solver)
+        solution = objective.solve(budget, table)
         precisions, method, optimal = solution.precisions, solution.method, solution.optimal
 
-    loop = _BuildLoop(problem, budget, table, runner, errors2, quantizer, options)
+    loop = _BuildLoop(problem, budget, table, runner, objective, quantizer, options)
     result, executable, table, method, optimal = loop.run(precisions, method, optimal)
     return _compiled(
         problem,
@@ -138,7 +156,7 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
         budget,
         report,
         gains,
-        errors2,
+        objective,
         table,
         result,
         executable,
@@ -161,6 +179,46 @@ def _weight_quantizer(problem, options):
     return {"rtn": rtn, "mse": mse}[chosen]
 
 
+class _Objective:
+    """What the solver minimises: the independent error table, or the cross-group model around it."""
+
+    def __init__(self, problem, errors2, cross: CrossGroupModel | None, solver: str):
+        self.problem, self.errors2, self.cross, self.solver = problem, errors2, cross, solver
+
+    @classmethod
+    def of(cls, problem, gains, quantizer, options) -> _Objective:
+        if options.error_model == "independent":
+            errors2 = problem.error_table(gains, options.contexts, options.seeds, quantizer)
+            return cls(problem, errors2, None, options.solver)
+        activation2 = problem.error_table(
+            gains, options.contexts, options.seeds, quantizer, weight_term=False
+        )
+        responses = residual_responses(
+            problem,
+            horizon=options.horizon,
+            seeds=options.seeds,
+            contexts=options.contexts,
+            quantizer=quantizer,
+            progress=options.progress,
+            input_shapes=options.input_shapes,
+        )
+        cross = CrossGroupModel.build(problem, responses, activation2)
+        return cls(problem, cross.errors2, cross, options.solver)
+
+    def solve(self, budget, table):
+        if self.cross is None:
+            return self.problem.solve(self.errors2, budget, table, self.solver)
+        return solve_cross(self.problem, self.cross, budget, table)
+
+    def predicted_error(self, precisions) -> float:
+        if self.cross is None:
+            return self.problem.predicted_error(self.errors2, precisions)
+        return self.cross.predicted_error(self.problem, precisions)
+
+    def group_shares(self, precisions) -> dict[str, float] | None:
+        return None if self.cross is None else self.cross.group_shares(self.problem, precisions)
+
+
 def _score(problem, rollout, options):
     from .tqs import score
 
@@ -180,9 +238,9 @@ class _BuildLoop:
     """Quantize and build a plan; with a latency budget, measure it and, while over budget, correct the table
     with what the whole model took and re-solve (at most `max_rounds` builds)."""
 
-    def __init__(self, problem, budget, table, runner, errors2, quantizer, options):
+    def __init__(self, problem, budget, table, runner, objective, quantizer, options):
         self.problem, self.budget, self.table, self.runner = problem, budget, table, runner
-        self.errors2, self.quantizer, self.options = errors2, quantizer, options
+        self.objective, self.quantizer, self.options = objective, quantizer, options
         self.measuring = budget is not None and budget.latency_ms is not None and runner is not None
         self.trace: list[dict] = []
         self.observations: list = []
@@ -216,7 +274,7 @@ class _BuildLoop:
 
             # Over budget as measured: correct the per-site costs with what the whole model really took.
             self.table = self.table.corrected(fit_correction(self.table, self.observations))
-            solution = problem.solve(self.errors2, self.budget, self.table, options.solver)
+            solution = self.objective.solve(self.budget, self.table)
             precisions, method, optimal = solution.precisions, solution.method, solution.optimal
         return result, executable, self.table, method, optimal
 
@@ -225,7 +283,7 @@ class _BuildLoop:
 
         m = measure_model(executable, self.runner, target=self.problem.target, inputs=inputs)
         if not m.ok:
-            raise TQSError(f"measuring the compiled model through {m.runner} failed: {m.error}")
+            raise MeasurementError(f"measuring the compiled model through {m.runner} failed: {m.error}")
         if self.table is not None:
             self.observations.append(
                 Observation(dict(plan), m.median_ms, self.table.total_ms(plan, raw=True))
@@ -234,7 +292,7 @@ class _BuildLoop:
 
 
 def _compiled(
-    problem, options, budget, report, gains, errors2, table, result, executable, trace, method, optimal
+    problem, options, budget, report, gains, objective, table, result, executable, trace, method, optimal
 ):
     from .frontend.load import model_signatures
     from .rollout import io_names
@@ -242,12 +300,24 @@ def _compiled(
     _, outputs = io_names(problem.module)
     inputs, _ = model_signatures(problem.module, outputs)
     applied = result.plan
+    errors2 = {} if objective is None else objective.errors2
     the_plan = Plan(
-        sites=tuple(site_plans(problem, applied, result, report, errors2, gains, table)),
+        sites=tuple(
+            site_plans(
+                problem,
+                applied,
+                result,
+                report,
+                errors2,
+                gains,
+                table,
+                None if objective is None else objective.group_shares(applied),
+            )
+        ),
         budget={} if budget is None else {k: v for k, v in vars(budget).items() if v is not None},
         totals=problem.totals(applied, table),
         fp32_totals=problem.fp32_totals,
-        predicted_error=problem.predicted_error(errors2, applied),
+        predicted_error=float("nan") if objective is None else objective.predicted_error(applied),
         method=method,
         optimal=optimal,
     )

@@ -32,23 +32,32 @@ _ACT_STEP_NOISE = 1.0 / (127.0 * math.sqrt(12.0))
 _FLOATS = {16: np.float16}
 
 
-def weight_error(
+def dequantized(
     w: np.ndarray, channel_axis: int, name: str, quantizer: Callable = rtn, group_size: int = INT4_GROUP
-) -> float:
-    """r_w: relative Frobenius error of `w` stored at `precision` (what the quantize pass will do)."""
+) -> np.ndarray:
+    """`w` (float32) as the quantize pass will store it at precision `name`, back in float32."""
     p = PRECISIONS.get(name)
     if p is None:
         raise ValueError(f"unknown precision {name!r}")
     w = np.asarray(w, dtype=np.float32)
-    norm = float(np.linalg.norm(w.astype(np.float64)))
-    if norm == 0.0 or p.bits == 32:
-        return 0.0
+    if p.bits == 32:
+        return w
     if not p.integer:
-        approx = w.astype(_FLOATS[p.bits]).astype(np.float32)
-    elif p.group_size is None:
-        approx = quantizer(w, p.bits, channel_axis).dequantize()
-    else:
-        approx = quantizer(w, p.bits, channel_axis, group_size).dequantize()
+        return w.astype(_FLOATS[p.bits]).astype(np.float32)
+    if p.group_size is None:
+        return quantizer(w, p.bits, channel_axis).dequantize()
+    return quantizer(w, p.bits, channel_axis, group_size).dequantize()
+
+
+def weight_error(
+    w: np.ndarray, channel_axis: int, name: str, quantizer: Callable = rtn, group_size: int = INT4_GROUP
+) -> float:
+    """r_w: relative Frobenius error of `w` stored at `precision` (what the quantize pass will do)."""
+    w = np.asarray(w, dtype=np.float32)
+    norm = float(np.linalg.norm(w.astype(np.float64)))
+    approx = dequantized(w, channel_axis, name, quantizer, group_size)
+    if norm == 0.0:
+        return 0.0
     return float(np.linalg.norm((approx - w).astype(np.float64)) / norm)
 
 

@@ -30,3 +30,7 @@ class UnsupportedOpsError(TQSError):
 
 class RolloutSpecError(TQSError):
     """A rollout contract is missing, inconsistent with the model, or cannot be inferred."""
+
+
+class MeasurementError(TQSError):
+    """Latency could not be measured on the target (runner unreachable, the device could not run it)."""

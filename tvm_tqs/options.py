@@ -14,6 +14,7 @@ from .quantizers import QUANTIZERS, rtn
 from .solver import SOLVER_METHODS, Budget
 
 Progress = Callable[[int, int, str], None]
+ERROR_MODELS = ("cross", "independent")  # docs/error_model.md
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class CompileOptions:
     calibration: np.ndarray | None = None
     group_size: int = INT4_GROUP
     solver: str = "auto"
+    error_model: str = "cross"
     max_rounds: int = 3
     latency_cache: Any = None
     progress: Progress | None = None
@@ -65,6 +67,8 @@ class CompileOptions:
             )
         if self.solver not in SOLVER_METHODS:
             raise TQSError(f"solver must be one of {', '.join(SOLVER_METHODS)}, got {self.solver!r}")
+        if self.error_model not in ERROR_MODELS:
+            raise TQSError(f"error_model must be one of {', '.join(ERROR_MODELS)}, got {self.error_model!r}")
         for name in ("batch", "horizon", "seeds", "max_rounds", "group_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -14,7 +14,8 @@ class SitePlan:
 
     ``group`` is the weight id the site shares with others (an unrolled recurrence): such sites are
     decided together. ``error_share`` is the site's part of the predicted squared relative rollout
-    error (its group's e_g^2 split by gain), so the shares add up to ``Plan.predicted_error ** 2``.
+    error (its group's e_g^2 split by gain; with the cross-group model the group's part includes half of its
+    interaction terms and can be negative), so the shares add up to ``Plan.predicted_error ** 2``.
     ``size_bytes`` counts the group's weight storage once, on its first site. ``latency_ms`` is the
     per-site kernel latency from the latency table (``latency_source``: measured, cached, predicted,
     corrected) or None when latency was not part of the job.

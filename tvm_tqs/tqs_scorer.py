@@ -105,36 +105,8 @@ class TQSScorer:
         -------
         TQSReport
         """
-        from .contexts import validate_contexts
-        from .tqs_paths import build_path
-
         s = self.settings
-        proto, source, self.spec = _read_model(model, s.rollout, s.input_shapes)
-        user_ctx = None
-        if s.contexts is not None:
-            # Refused before anything is compiled: compiling takes far longer than checking.
-            user_ctx = validate_contexts(self.spec, s.contexts, s.seeds)
-        self.runner, ops, self.path_reason, probe = build_path(
-            proto,
-            self.spec,
-            s.input_shapes,
-            horizon=s.horizon,
-            mode=s.mode,
-            batch=s.batch,
-            method=s.method,
-            target=s.target,
-            sites=s.sites,
-            rows_hint=self._rows_hint,
-            progress=s.progress,
-            force=None if s.path == "auto" else s.path,
-        )
-        ctx, future, contexts_desc = self._start_windows(user_ctx)
-        ctx, future, burn_in_calls = self._burn_in(ctx, future)
-        if burn_in_calls:
-            contexts_desc += f", then {burn_in_calls} free-running model calls (burn-in)"
-        total = self.spec.calls(s.horizon) * self.spec.stride
-        fut_rows = None if future is None else np.ascontiguousarray(future[:, :total])
-        self._isolate_rows(probe, ctx, fut_rows)
+        source, ops, ctx, fut_rows, contexts_desc, burn_in_calls = self._prepare(model)
         curves, half_curves, executions = self._run_rows(ctx, fut_rows)
         scores, nonlinear = site_scores(
             ops,
@@ -169,6 +141,45 @@ class TQSScorer:
             path=self.runner.name,
             path_reason=self.path_reason,
         )
+
+    def _prepare(self, model):
+        """Read the model, compile the perturbed rollout, make each replicate's starting window (burnt in)
+        and make sure batch rows stay apart: (source, fused ops, windows, future rows or None, what the
+        windows are, burn-in calls)."""
+        from .contexts import validate_contexts
+        from .tqs_paths import build_path
+
+        s = self.settings
+        proto, source, self.spec = _read_model(model, s.rollout, s.input_shapes)
+        user_ctx = None
+        if s.contexts is not None:
+            # Refused before anything is compiled: compiling takes far longer than checking.
+            user_ctx = validate_contexts(self.spec, s.contexts, s.seeds)
+        self.runner, ops, self.path_reason, probe = build_path(
+            proto,
+            self.spec,
+            s.input_shapes,
+            horizon=s.horizon,
+            mode=s.mode,
+            batch=s.batch,
+            method=s.method,
+            target=s.target,
+            sites=self._selected_sites(),
+            rows_hint=self._rows_hint,
+            progress=s.progress,
+            force=None if s.path == "auto" else s.path,
+        )
+        ctx, future, contexts_desc = self._start_windows(user_ctx)
+        ctx, future, burn_in_calls = self._burn_in(ctx, future)
+        if burn_in_calls:
+            contexts_desc += f", then {burn_in_calls} free-running model calls (burn-in)"
+        total = self.spec.calls(s.horizon) * self.spec.stride
+        fut_rows = None if future is None else np.ascontiguousarray(future[:, :total])
+        self._isolate_rows(probe, ctx, fut_rows)
+        return source, ops, ctx, fut_rows, contexts_desc, burn_in_calls
+
+    def _selected_sites(self):
+        return self.settings.sites
 
     def _rows_hint(self, ops: list[FusedOp]) -> int:
         """Rows the whole scoring needs; `build_path` sizes the batch from it before contexts are known."""

@@ -167,6 +167,42 @@ ZOO: dict[str, Recipe] = {
             train_stride=3,
             period=48,
         ),
+        # zoo v2: many independent weight groups, built from stock torch blocks
+        Recipe(
+            "etth1_patchtst6",
+            "ETTh1",
+            "patchtst_stack",
+            "PatchTST on torch's nn.TransformerEncoder, channel-independent encoder with per-channel heads: "
+            "RevIN, patches 16/stride 8 (12 patches, end replicate pad) embedded by Conv1d(1 -> 32), learned "
+            "positions, 6 pre-norm nn.TransformerEncoderLayer (4 heads, GELU FFN 64) + LayerNorm, one "
+            "flatten head Linear(12*32 -> 24) per channel (PatchTST's `individual`)",
+            kw=dict(layers=6),
+            seed=17,
+            lr=5e-4,
+            max_epochs=10,
+        ),
+        Recipe(
+            "etth1_lstm3",
+            "ETTh1",
+            "lstm",
+            "3-layer stacked nn.LSTM (hidden 48, batch_first) over the mean-centred window; Linear(48 -> 24*7) "
+            "on the last step's output; window mean added back",
+            kw=dict(hidden=48, layers=3),
+            seed=18,
+            max_epochs=10,
+        ),
+        Recipe(
+            "etth1_nbeats",
+            "ETTh1",
+            "nbeats",
+            "N-BEATS generic, channel-independent: RevIN, 3 blocks of [4 x (Linear(-> 128) -> ReLU), "
+            "theta_b / theta_f Linear(128 -> 32), generic bases Linear(32 -> 96) backcast and Linear(32 -> 24) "
+            "forecast], doubly residual",
+            seed=19,
+            batch=64,
+            max_epochs=20,
+            patience=4,
+        ),
     ]
 }
 

@@ -208,8 +208,86 @@ class FITS(nn.Module):
         return y * sd + mu
 
 
+class PatchTSTStack(nn.Module):
+    """PatchTST written as a user would with torch's own blocks: RevIN, end replicate-padding, patches of 16
+    with stride 8 embedded by a Conv1d, learned positions, ``nn.TransformerEncoder`` (pre-norm
+    ``nn.TransformerEncoderLayer``, GELU), and one flatten head per channel (PatchTST's ``individual``)."""
+
+    def __init__(
+        self, lookback: int, horizon: int, channels: int, patch: int = 16, stride: int = 8,
+        d_model: int = 32, heads: int = 4, d_ff: int = 64, layers: int = 6,
+    ):  # fmt: skip
+        super().__init__()
+        self.lookback, self.horizon, self.channels = lookback, horizon, channels
+        self.stride, self.d_model = stride, d_model
+        self.patches = (lookback + stride - patch) // stride + 1
+        self.embed = nn.Conv1d(1, d_model, patch, stride=stride)
+        self.pos = nn.Parameter(torch.randn(1, self.patches, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, d_ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        )
+        self.heads = nn.ModuleList(nn.Linear(self.patches * d_model, horizon) for _ in range(channels))
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        z, mu, sd = _revin(window)
+        s = z.transpose(1, 2).reshape(-1, 1, self.lookback)  # [B*C, 1, L]
+        end = s[:, :, self.lookback - 1 : self.lookback]
+        s = torch.cat([s] + [end] * self.stride, dim=2)
+        x = self.encoder(self.embed(s).transpose(1, 2) + self.pos)  # [B*C, P, D]
+        x = x.reshape(-1, self.channels, self.patches * self.d_model)
+        y = torch.stack([head(x[:, c]) for c, head in enumerate(self.heads)], dim=2)  # [B, H, C]
+        return y * sd + mu
+
+
+class NBeatsBlock(nn.Module):
+    """Generic N-BEATS block: 4 ReLU FC layers, then theta_b / theta_f and their learned (generic) bases."""
+
+    def __init__(self, lookback: int, horizon: int, width: int, theta: int):
+        super().__init__()
+        self.fc = nn.ModuleList(nn.Linear(lookback if i == 0 else width, width) for i in range(4))
+        self.theta_b = nn.Linear(width, theta, bias=False)
+        self.theta_f = nn.Linear(width, theta, bias=False)
+        self.backcast = nn.Linear(theta, lookback)
+        self.forecast = nn.Linear(theta, horizon)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x
+        for fc in self.fc:
+            h = torch.relu(fc(h))
+        return self.backcast(self.theta_b(h)), self.forecast(self.theta_f(h))
+
+
+class NBeats(nn.Module):
+    """N-BEATS generic (Oreshkin et al. 2020), channel-independent on RevIN-normalised series: a stack of
+    blocks with doubly residual links (x -= backcast, forecast += block forecast)."""
+
+    def __init__(
+        self, lookback: int, horizon: int, channels: int, blocks: int = 3, width: int = 128, theta: int = 32
+    ):
+        super().__init__()
+        self.lookback, self.horizon, self.channels = lookback, horizon, channels
+        self.blocks = nn.ModuleList(NBeatsBlock(lookback, horizon, width, theta) for _ in range(blocks))
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        z, mu, sd = _revin(window)
+        x = z.transpose(1, 2).reshape(-1, self.lookback)  # [B*C, L]
+        y = None
+        for block in self.blocks:
+            back, fore = block(x)
+            x = x - back
+            y = fore if y is None else y + fore
+        y = y.reshape(-1, self.channels, self.horizon).transpose(1, 2)
+        return y * sd + mu
+
+
 def build(arch: str, lookback: int, horizon: int, channels: int, **kw) -> nn.Module:
     if arch in ("lstm", "gru"):
         return RNNForecaster(arch, lookback, horizon, channels, **kw)
-    cls = {"tcn": TCN, "dlinear": DLinear, "mlp": MLP, "patchtst": PatchTST, "fits": FITS}[arch]
+    cls = {
+        "tcn": TCN, "dlinear": DLinear, "mlp": MLP, "patchtst": PatchTST, "fits": FITS,
+        "patchtst_stack": PatchTSTStack, "nbeats": NBeats,
+    }[arch]  # fmt: skip
     return cls(lookback, horizon, channels, **kw)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
-from tvm_tqs.errors import TQSError
+from tvm_tqs.errors import MeasurementError, TQSError
 from tvm_tqs.targets.registry import get_target
 
 from . import bundle_runner as br
@@ -158,5 +158,5 @@ def run_bundle_isolated(bundle: Path, timeout_s: float) -> None:
         done = br.read_partial(str(partial))
         culprit = next((k for k in order if k not in done and k not in skip), None)
         if culprit is None:
-            raise TQSError(f"bundle runner failed outside any measurement: {' '.join(detail)}")
+            raise MeasurementError(f"bundle runner failed outside any measurement: {' '.join(detail)}")
         skip.append(culprit)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tvm
 
-from tvm_tqs.errors import TQSError
+from tvm_tqs.errors import MeasurementError, TQSError
 from tvm_tqs.graph import FusedOp, fused_ops
 from tvm_tqs.targets.registry import WEIGHTED_KINDS, TargetSpec, get_target
 
@@ -353,7 +353,7 @@ def build_table(
     if train:
         fitted = (model or LatencyModel()).fit([f for f, _ in train.values()], [t for _, t in train.values()])
     elif to_predict:
-        raise TQSError(
+        raise MeasurementError(
             f"cannot predict {len(to_predict)} latencies on '{target}': no kernel of that target was "
             "measured (measure some, or allow max_measure > 0)"
         )

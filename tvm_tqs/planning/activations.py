@@ -79,33 +79,36 @@ def _rows(match, x: np.ndarray) -> np.ndarray | None:
     return np.moveaxis(cols, -1, 1).reshape(-1, spec.kernel_size * spec.in_channels)
 
 
-def input_grams(problem, contexts: np.ndarray, damping: float = GRAM_DAMPING) -> dict[str, np.ndarray]:
-    """Per weight group, sum over its sites of X^T X / rows of the anchors' inputs on `contexts` (damped),
-    keyed by the content digest of the weight as the quantizer sees it (`BitSplit.grams`)."""
-    from ..graph import weight_digest
+def anchor_rows(problem, contexts: np.ndarray) -> dict[int, np.ndarray | None]:
+    """Per grouped site, its anchor's input on `contexts` as GEMM rows ``[M, K]`` (float64) in the quantizer
+    view's reduction order; None where the layout cannot be read as rows."""
     from ..passes.quantize import expose_anchor_inputs
 
     sites = sorted(problem.grouped_sites)
     if not sites:
         return {}
     exposed = expose_anchor_inputs(problem.analysis, sites)
-    captured = dict(
-        zip(sites, _capture(exposed, problem.module, problem.rollout, contexts, len(sites)), strict=True)
-    )
+    captured = _capture(exposed, problem.module, problem.rollout, contexts, len(sites))
+    out = {}
+    for s, xs in zip(sites, captured, strict=True):
+        rows = [_rows(problem.analysis.matches[s], x) for x in xs]
+        out[s] = None if any(r is None for r in rows) else np.concatenate(rows).astype(np.float64)
+    return out
+
+
+def input_grams(problem, contexts: np.ndarray, damping: float = GRAM_DAMPING) -> dict[str, np.ndarray]:
+    """Per weight group, sum over its sites of X^T X / rows of the anchors' inputs on `contexts` (damped),
+    keyed by the content digest of the weight as the quantizer sees it (`BitSplit.grams`)."""
+    from ..graph import weight_digest
+
+    rows = anchor_rows(problem, contexts)
     grams = {}
     for g in problem.groups:
-        total = None
-        for s in g.sites:
-            rows = [_rows(problem.analysis.matches[s], x) for x in captured[s]]
-            if any(r is None for r in rows):
-                total = None
-                break
-            x = np.concatenate(rows).astype(np.float64)
-            part = x.T @ x / max(len(x), 1)
-            total = part if total is None else total + part
-        if total is not None:
-            total += damping * max(float(np.mean(np.diag(total))), 1e-12) * np.eye(len(total))
-            grams[weight_digest(np.asarray(g.weight, np.float32))] = total
+        if any(rows[s] is None for s in g.sites):
+            continue
+        total = sum(rows[s].T @ rows[s] / max(len(rows[s]), 1) for s in g.sites)
+        total += damping * max(float(np.mean(np.diag(total))), 1e-12) * np.eye(len(total))
+        grams[weight_digest(np.asarray(g.weight, np.float32))] = total
     return grams
 
 

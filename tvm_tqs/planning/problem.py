@@ -177,9 +177,11 @@ class PlanningProblem:
         contexts: np.ndarray | None = None,
         seeds: int = 8,
         quantizer: Callable = rtn,
+        weight_term: bool = True,
     ) -> ErrorTable:
         """e_g(p)^2 per group and offered precision, from per-site `gains` (`gains_of`), the quantizer's
-        weight error and the activation crests on `contexts` (default: `seeds` data-free contexts)."""
+        weight error and the activation crests on `contexts` (default: `seeds` data-free contexts).
+        ``weight_term=False`` leaves the activation term alone (`cross_model` measures the weight term)."""
         from ..contexts import SyntheticContexts
         from .activations import activation_crests
 
@@ -191,7 +193,11 @@ class PlanningProblem:
             site_gains = [gains.get(s, math.inf) for s in g.sites]
             out[g.name] = {}
             for p in g.options:
-                r_w = weight_error(g.weight, g.channel_axis, p, quantizer, self.group_size)
+                r_w = (
+                    weight_error(g.weight, g.channel_axis, p, quantizer, self.group_size)
+                    if weight_term
+                    else 0.0
+                )
                 r_a = float(np.sqrt(np.mean([activation_error(crests[s], p) ** 2 for s in g.sites])))
                 out[g.name][p] = 0.0 if p == "fp32" else group_error2(site_gains, r_w, r_a)
         return out

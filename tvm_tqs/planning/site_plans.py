@@ -9,7 +9,7 @@ from ..precision import PRECISIONS
 
 
 def site_plans(
-    problem, applied, quantized, report=None, errors2=None, gains=None, table=None
+    problem, applied, quantized, report=None, errors2=None, gains=None, table=None, group_shares=None
 ) -> list[SitePlan]:
     """One `SitePlan` per fused site.
 
@@ -24,6 +24,9 @@ def site_plans(
     errors2, gains
         The error table and per-site gains the plan was solved with (empty for forced plans).
     table : LatencyTable, optional
+    group_shares : mapping, optional
+        Group -> its part of the plan's e^2 where groups interact (`CrossGroupModel.group_shares`);
+        default: the table's e_g^2 of the applied precision.
     """
     errors2, gains = errors2 or {}, gains or {}
     group_of = {s: g for g in problem.groups for s in g.sites}
@@ -35,7 +38,7 @@ def site_plans(
         p = applied.get(op.index, "fp32")
         share = 0.0
         if g is not None and errors2:
-            e2 = errors2[g.name][p]
+            e2 = group_shares[g.name] if group_shares is not None else errors2[g.name][p]
             gsum = sum(gains.get(s, 0.0) for s in g.sites) or 1.0
             share = e2 * gains.get(op.index, 0.0) / gsum if math.isfinite(gsum) else e2 / len(g.sites)
         first = g is None or g.sites[0] == op.index
