@@ -10,12 +10,15 @@ exported by torch (legacy exporter, opset 17, dynamic batch) into a temporary fo
 Per model, each step in a fresh Python process (so its peak resident memory is its own; `ru_maxrss` of the
 child), timed wall-clock, with a per-step timeout:
 
-- ``score[rows]`` / ``score[calls]``: ``tvm_tqs.score(model, horizon=96, seeds=8, mode="weight",
-  path=...)``: the perturbed rollout compiled once, the rows of every execution as batch rows (rows) or
-  each row as its own model call (calls);
+- ``score[auto]`` (and ``score[rows]`` / ``score[calls]`` with ``--paths``): ``tvm_tqs.score(model,
+  horizon=96, seeds=8, mode="weight", path=...)``: the perturbed rollout compiled once, the rows of every
+  execution as batch rows (rows) or each row as its own model call (calls); auto takes rows where the
+  model keeps batch rows apart. torch's ``nn.MultiheadAttention`` exports attention sequence-first, which
+  mixes batch rows at the attention sites, so these models score on the calls path (the table says which);
 - ``responses``: the cross-group model's residual responses (`tvm_tqs.planning.residual_responses`);
 - ``compile``: ``tvm_tqs.compile(model, "x86", "size=25%", tqs_report=<the score[rows] report>)``: planning
-  (activation pass, solver), quantize and build, without the scoring (given its report).
+  (activation pass, residual responses, cross-group solver), quantize and build, without the scoring
+  (given the first score step's report).
 
 Reported: parameters, fused sites, weight groups, executions, seconds, seconds per scored site, peak RSS.
 The issue's goal: 20M parameters scored and compiled in <= 10 min and <= 8 GiB on 2 cores, the scoring
@@ -108,8 +111,14 @@ def child(step: str, model: str, report_path: str) -> dict:
         path = step[step.index("[") + 1 : -1]
         report = tvm_tqs.score(model, horizon=HORIZON, seeds=SEEDS, mode="weight", path=path)
         scored = sum(1 for s in report.sites if s.status == "ok")
-        out.update(sites=len(report.ops), scored=scored, executions=report.executions, batch=report.batch)
-        if path == "rows":
+        out.update(
+            sites=len(report.ops),
+            scored=scored,
+            executions=report.executions,
+            batch=report.batch,
+            path=report.path,
+        )
+        if not Path(report_path).exists():  # the first score step's report serves compile
             Path(report_path).write_text(report.to_json())
     elif step == "responses":
         from tvm_tqs.planning import PlanningProblem, residual_responses
@@ -155,8 +164,8 @@ def markdown(rows: list[dict], payload: dict) -> str:
         f"(horizon {HORIZON}, {SEEDS} seeds, weight mode; each step a fresh process; timeout "
         f"{payload['timeout']:.0f} s).",
         "",
-        "| model | params | step | status | sites (scored) | executions | seconds | s per scored site | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | params | step | status | path | sites (scored) | executions | seconds | s per scored site | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for s in r["steps"]:
@@ -165,7 +174,7 @@ def markdown(rows: list[dict], payload: dict) -> str:
             sites = f"{s['sites']} ({scored})" if "sites" in s else "-"
             lines.append(
                 f"| {r['name']} (d {r['d_model']}, {r['layers']} layers) | {r['params']:,} | {s['step']} | "
-                f"{s['status']} | {sites} | {s.get('executions', '-')} | {s['seconds']:.1f} | {per_site} | "
+                f"{s['status']} | {s.get('path', '-')} | {sites} | {s.get('executions', '-')} | {s['seconds']:.1f} | {per_site} | "
                 f"{s.get('peak_rss_mib', float('nan')):.0f} |"
             )
     return "\n".join(lines) + "\n"
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", choices=list(SIZES), help="model sizes (default: all)")
-    parser.add_argument("--paths", nargs="*", default=["rows", "calls"], choices=["rows", "calls"])
+    parser.add_argument("--paths", nargs="*", default=["auto"], choices=["auto", "rows", "calls"])
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds per step ({TIMEOUT})")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
@@ -228,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"name": name, "d_model": d_model, "layers": layers, "d_ff": d_ff}
             row |= build_model(d_model, layers, d_ff, model)
             report_path = Path(tmp) / f"{name}.report.json"
-            steps = [f"score[{p}]" for p in sorted(args.paths, key=lambda p: p != "rows")]
-            if "rows" in args.paths:
-                steps += ["responses", "compile"]
+            steps = [f"score[{p}]" for p in args.paths] + ["responses", "compile"]
             row["steps"] = []
             for step in steps:
                 result = run_step(step, model, report_path, args.timeout)
@@ -238,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} ({row['params']:,} params) {step}: {result['status']} {result['seconds']:.1f} s "
                       f"{result.get('peak_rss_mib', 0):.0f} MiB", flush=True)  # fmt: skip
             rows.append(row)
-    payload["results"] = rows
-    write_results(args.out, "tqs_scale", payload, markdown(rows, payload), [])
+            payload["results"] = rows  # written after every model: a long run keeps what it finished
+            write_results(args.out, "tqs_scale", payload, markdown(rows, payload), [])
     png = plot(rows, Path(args.out))
     if png:
         print(f"wrote {png}")
