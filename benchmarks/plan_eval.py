@@ -26,7 +26,7 @@ import numpy as np
 
 import tvm_tqs
 from tvm_tqs.error_model import weight_error
-from tvm_tqs.planning import CrossGroupModel, PlanningProblem, residual_responses, solve_cross
+from tvm_tqs.planning import CrossGroupModel, PlanningProblem, solve_cross
 from tvm_tqs.planning import gains_of as planning_gains
 from tvm_tqs.precision import INT4_GROUP
 from tvm_tqs.quantizers import rtn
@@ -124,9 +124,7 @@ class Planner:
     # -- the cross-group error model -------------------------------------------------------------------
     def cross_model(self, gains: dict[int, float], seeds: int = SEEDS) -> CrossGroupModel:
         """Residual responses (horizon HORIZON, `seeds` data-free contexts) + the activation term."""
-        responses = residual_responses(self.problem, horizon=HORIZON, seeds=seeds)
-        activation2 = self.problem.error_table(gains, None, seeds, rtn, weight_term=False)
-        return CrossGroupModel.build(self.problem, responses, activation2)
+        return CrossGroupModel.measure(self.problem, gains, horizon=HORIZON, seeds=seeds)
 
     def solve_cross(self, model: CrossGroupModel, size_bytes: float) -> dict[str, str]:
         """The pairwise-corrected knapsack on `model` under a size budget."""

@@ -80,13 +80,11 @@ class CompiledModel:
         are numpy views of the results; one call at a time per model."""
         call = self._call
         if call is None:
-            import tvm
-
             from .runtime import LeanCall
 
             vm = self._machine()
             dtypes = [dtype for _, _, dtype in self.inputs] or None
-            call = LeanCall(vm["main"], tvm.cpu(), dtypes)
+            call = LeanCall(vm["main"], dtypes)
             self._call = call
         if call.dtypes is not None and len(inputs) != len(call.dtypes):
             raise TQSError(

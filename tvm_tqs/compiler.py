@@ -22,15 +22,7 @@ from .errors import MeasurementError
 from .frontend.load import ModelLike
 from .options import CompileOptions, Progress
 from .plan import Plan
-from .planning import (
-    CrossGroupModel,
-    PlanningProblem,
-    gains_of,
-    residual_responses,
-    site_latency_table,
-    site_plans,
-    solve_cross,
-)
+from .planning import CrossGroupModel, PlanningProblem, gains_of, site_latency_table, site_plans
 from .precision import INT4_GROUP
 from .quantizers import rtn
 from .solver import Budget
@@ -190,11 +182,9 @@ class _Objective:
         if options.error_model == "independent":
             errors2 = problem.error_table(gains, options.contexts, options.seeds, quantizer)
             return cls(problem, errors2, None, options.solver)
-        activation2 = problem.error_table(
-            gains, options.contexts, options.seeds, quantizer, weight_term=False
-        )
-        responses = residual_responses(
+        cross = CrossGroupModel.measure(
             problem,
+            gains,
             horizon=options.horizon,
             seeds=options.seeds,
             contexts=options.contexts,
@@ -202,13 +192,11 @@ class _Objective:
             progress=options.progress,
             input_shapes=options.input_shapes,
         )
-        cross = CrossGroupModel.build(problem, responses, activation2)
         return cls(problem, cross.errors2, cross, options.solver)
 
     def solve(self, budget, table):
-        if self.cross is None:
-            return self.problem.solve(self.errors2, budget, table, self.solver)
-        return solve_cross(self.problem, self.cross, budget, table)
+        pairs = None if self.cross is None else self.cross.pair_matrix
+        return self.problem.solve(self.errors2, budget, table, self.solver, pairs=pairs)
 
     def predicted_error(self, precisions) -> float:
         if self.cross is None:

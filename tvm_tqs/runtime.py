@@ -25,7 +25,7 @@ class VMRunner:
     def __init__(self, executable: relax.VMExecutable, device: tvm.runtime.Device | None = None):
         self.device = device or tvm.cpu()
         self.vm = relax.VirtualMachine(executable, self.device)
-        self.call = LeanCall(self.vm["main"], self.device)
+        self.call = LeanCall(self.vm["main"])
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         return self.call(*inputs)
@@ -44,15 +44,13 @@ class LeanCall:
     Parameters
     ----------
     fn : tvm.runtime.PackedFunc
-        ``vm["main"]``.
-    device : tvm.runtime.Device
-        A CPU device (the buffers live in host memory).
+        ``vm["main"]`` of a VM on a CPU device (the buffers live in host memory).
     dtypes : sequence of str, optional
         The inputs' dtypes (default: each input's own).
     """
 
-    def __init__(self, fn, device: tvm.runtime.Device, dtypes: Sequence[str] | None = None):
-        self.fn, self.device = fn, device
+    def __init__(self, fn, dtypes: Sequence[str] | None = None):
+        self.fn = fn
         self.dtypes = None if dtypes is None else [np.dtype(d) for d in dtypes]
         self.buffers: list[np.ndarray] = []
         self.tensors: list = []
@@ -92,14 +90,6 @@ def _numpy_outputs(out) -> list[np.ndarray]:
     if isinstance(out, tvm.runtime.Tensor):
         return [np.from_dlpack(out)]
     return [a for item in out for a in _numpy_outputs(item)]
-
-
-def to_numpy(out) -> list[np.ndarray]:
-    if isinstance(out, tvm.runtime.Tensor):
-        return [out.numpy()]
-    if isinstance(out, Sequence) or hasattr(out, "__len__"):
-        return [a for item in out for a in to_numpy(item)]
-    raise TypeError(f"unexpected VM output {type(out).__name__}")
 
 
 def input_names(mod: tvm.IRModule) -> list[str]:

@@ -94,20 +94,20 @@ class ResponseScorer(TQSScorer):
         _source, _ops, ctx, fut_rows, desc, _calls = self._prepare(model)
         # A group whose sites the perturbed rollout cannot reach keeps no probe: the error model then
         # leaves it at fp32, as the independent model does for a site TQS could not score.
-        keys = tuple(k for k, pr in self.probes.items() if self._reachable(pr))
+        slots = {k: self._slots(pr) for k, pr in self.probes.items()}
+        keys = tuple(k for k in self.probes if slots[k] is not None)
         if not keys:
             raise TQSError("no weight group's residual can be injected into the rollout")
-        deltas, ref2, executions = self._run_probes(keys, ctx, fut_rows)
+        deltas, ref2, executions = self._run_probes(keys, slots, ctx, fut_rows)
         gram = np.einsum("rim,rjm->ij", deltas, deltas)
         return ResidualResponses(keys, gram / ref2, len(ctx), s.horizon, executions, desc)
 
-    def _reachable(self, probe: ResidualProbe) -> bool:
+    def _slots(self, probe: ResidualProbe) -> list | None:
+        """Per site of the probe, the dweight slot its residual goes to; None when a site has none."""
         try:
-            for site in probe.sites:
-                _weight_slot(self.plan.weights.get(site, ()), probe, site)
+            return [_weight_slot(self.plan.weights.get(site, ()), probe, site) for site in probe.sites]
         except TQSError:
-            return False
-        return True
+            return None
 
     def _packs(self, keys, n_rep: int) -> list[list[int]]:
         """Probe indices per execution: all replicates of each probe, no site twice, within the batch."""
@@ -128,7 +128,7 @@ class ResponseScorer(TQSScorer):
                 sites_in.append(set(sites))
         return packs
 
-    def _run_probes(self, keys, ctx: np.ndarray, fut_rows):
+    def _run_probes(self, keys, slots: dict, ctx: np.ndarray, fut_rows):
         """(responses [S, N, H * targets], sum of ||y||^2 over replicates, executions)."""
         s, B = self.settings, self.runner.batch
         n_rep = len(ctx)
@@ -137,19 +137,17 @@ class ResponseScorer(TQSScorer):
         ref2 = 0.0
         for count, pack in enumerate(packs):
             s.progress(count, len(packs), "residual responses")
-            rows_ctx = np.repeat(ctx[:1], B, axis=0)
-            rep = np.zeros(B, dtype=np.int64)
+            rep = np.zeros(B, dtype=np.int64)  # padding rows: copies of the first replicate
             scales, noise = self._zero_scale(), _empty_noise(self.plan, B)
             rep[:n_rep] = np.arange(n_rep)  # rows 0..S-1: the references
             for j, i in enumerate(pack):
                 rows = slice(n_rep * (j + 1), n_rep * (j + 2))
                 rep[rows] = np.arange(n_rep)
-                probe = self.probes[keys[i]]
-                for site in probe.sites:
+                delta = self.probes[keys[i]].delta.ravel()
+                for site, slot in zip(self.probes[keys[i]].sites, slots[keys[i]], strict=True):
                     scales[rows, site] = 1.0
-                    slot = _weight_slot(self.plan.weights.get(site, ()), probe, site)
-                    noise[slot.offset : slot.offset + slot.size] = probe.delta.ravel()
-            rows_ctx[:] = ctx[rep]
+                    noise[slot.offset : slot.offset + slot.size] = delta
+            rows_ctx = ctx[rep]
             fut = None if fut_rows is None else fut_rows[rep]
             used = list(range(n_rep * (len(pack) + 1)))
             y = self.runner.run(rows_ctx, scales, noise, fut, used).astype(np.float64)

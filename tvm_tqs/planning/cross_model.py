@@ -37,10 +37,10 @@ def residual_probes(problem, quantizer: Callable = rtn) -> dict[tuple[str, str],
     for g in problem.groups:
         match = problem.analysis.matches[g.sites[0]]
         rms = float(np.sqrt(np.mean(np.asarray(match.weight, np.float64) ** 2)))
+        view = np.asarray(g.weight, np.float32)
         for p in g.options:
             if p == "fp32":
                 continue
-            view = np.asarray(g.weight, np.float32)
             residual = dequantized(view, g.channel_axis, p, quantizer, problem.group_size) - view
             if match.op == "conv1d":  # the quantizer's view is [O, KW, I]; the constant is [O, I, KW]
                 residual = residual.transpose(0, 2, 1)
@@ -107,6 +107,33 @@ class CrossGroupModel:
     responses: ResidualResponses
 
     @classmethod
+    def measure(
+        cls,
+        problem,
+        gains: Mapping[int, float],
+        *,
+        horizon: int = 96,
+        seeds: int = 8,
+        contexts: np.ndarray | None = None,
+        quantizer: Callable = rtn,
+        progress=None,
+        input_shapes=None,
+    ) -> CrossGroupModel:
+        """Residual responses from TQS's starting windows (`seeds` data-free contexts, or `contexts`) and the
+        activation term from the TQS `gains` (`gains_of`), as `compile(error_model="cross")` builds them."""
+        activation2 = problem.error_table(gains, contexts, seeds, quantizer, weight_term=False)
+        responses = residual_responses(
+            problem,
+            horizon=horizon,
+            seeds=seeds,
+            contexts=contexts,
+            quantizer=quantizer,
+            progress=progress,
+            input_shapes=input_shapes,
+        )
+        return cls.build(problem, responses, activation2)
+
+    @classmethod
     def build(cls, problem, responses: ResidualResponses, activation2: ErrorTable) -> CrossGroupModel:
         own = responses.own_error2()
         table = {
@@ -144,15 +171,4 @@ class CrossGroupModel:
 
 def solve_cross(problem, model: CrossGroupModel, budget, table=None) -> PlanSolution:
     """Least predicted error with group interactions under `budget` (`solver_pairwise.solve_pairwise`)."""
-    from ..solver_pairwise import solve_pairwise
-
-    budget = problem.budget(budget)
-    groups = problem.solver_groups(model.errors2, table)
-    keys = [(g.name, o.precision) for g in groups for o in g.options]
-    solution = solve_pairwise(groups, model.pair_matrix(keys), budget, fixed=problem.fixed(table))
-    precisions = {
-        s: sg.options[i].precision
-        for g, sg, i in zip(problem.groups, groups, solution.choice, strict=True)
-        for s in g.sites
-    }
-    return PlanSolution(precisions, solution.method, solution.optimal)
+    return problem.solve(model.errors2, budget, table, pairs=model.pair_matrix)

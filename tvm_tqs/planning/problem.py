@@ -236,16 +236,30 @@ class PlanningProblem:
         return solver_groups
 
     def solve(
-        self, errors2: ErrorTable, budget: Budget | str, table=None, method: str = "auto"
+        self,
+        errors2: ErrorTable,
+        budget: Budget | str,
+        table=None,
+        method: str = "auto",
+        pairs: Callable | None = None,
     ) -> PlanSolution:
-        """Least predicted error under `budget` (whole-model terms; errors name whole-model totals)."""
+        """Least predicted error under `budget` (whole-model terms; errors name whole-model totals).
+
+        `pairs`, given the solver's (group, precision) options in order, returns their pairwise error terms
+        (`CrossGroupModel.pair_matrix`); the pairwise-corrected knapsack then replaces `method`."""
         budget = self.budget(budget)
         if budget.latency_ms is not None and table is None:
             raise TQSError("a latency budget needs a latency table: give a runner")
         if not self.groups:
             raise TQSError("the model has no site the quantize pass can lower; nothing to plan")
         solver_groups = self.solver_groups(errors2, table)
-        solution = solve(solver_groups, budget, method, fixed=self.fixed(table))
+        if pairs is None:
+            solution = solve(solver_groups, budget, method, fixed=self.fixed(table))
+        else:
+            from ..solver_pairwise import solve_pairwise
+
+            keys = [(g.name, o.precision) for g in solver_groups for o in g.options]
+            solution = solve_pairwise(solver_groups, pairs(keys), budget, fixed=self.fixed(table))
         precisions = {
             s: sg.options[i].precision
             for g, sg, i in zip(self.groups, solver_groups, solution.choice, strict=True)
