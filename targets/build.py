@@ -156,8 +156,8 @@ def export(
         Replace an existing artifact at ``path`` (the old one is removed only after the new one is
         in place).
     extra : mapping, optional
-        More JSON files for the directory, ``{file name: JSON-able object}`` (written with the rest,
-        so they are part of the all-or-nothing artifact).
+        More files for the directory, ``{file name: JSON-able object, or str for a text file}`` (written
+        with the rest, so they are part of the all-or-nothing artifact).
     """
     from tvm.support import cc
 
@@ -185,6 +185,9 @@ def export(
         executable.export_library(str(tmp / library), **kwargs)
         for name, content in {PLAN: meta, **(extra or {})}.items():
             with open(tmp / name, "w") as f:
+                if isinstance(content, str):
+                    f.write(content)
+                    continue
                 json.dump(content, f, indent=1, sort_keys=True)
                 f.write("\n")
         os.chmod(tmp, 0o755)

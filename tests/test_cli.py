@@ -92,7 +92,9 @@ def test_tvm_native_log_lines_are_hidden_unless_verbose():
     assert code == 0 and "Fast mode segfaults" in err
 
 
-@pytest.mark.parametrize("command", ["inspect", "score", "compile", "rollout", "targets"])
+@pytest.mark.parametrize(
+    "command", ["inspect", "score", "compile", "report", "reliability", "rollout", "targets"]
+)
 def test_every_command_has_help_with_examples_and_exit_codes(command):
     code, out, _ = run_cli(command, "--help")
     assert code == 0
@@ -109,3 +111,24 @@ def test_exit_codes_distinguish_usage_budget_and_success(tmp_path):
     assert code == 3 and "smallest feasible" in err and not (tmp_path / "b").exists()
     code, out, _ = run_cli("targets", "--json")
     assert code == 0 and json.loads(out)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("inspect", "--example"),
+        ("score", "--horizon", "8", "--seeds", "2"),
+        ("rollout", "--example"),
+        ("targets",),
+    ],
+    ids=lambda a: a[0],
+)
+def test_json_output_is_pure_json_and_no_progress_off_a_terminal(args):
+    from tvm_tqs.examples import example_model
+
+    if args[0] == "score":  # score takes a model path, not --example
+        args = ("score", str(example_model()), *args[1:])
+    code, out, err = run_cli(*args, "--json")
+    assert code == 0, err
+    assert json.loads(out)
+    assert "%|" not in err and "it/s" not in err  # stderr is not a terminal here: no bars

@@ -45,7 +45,7 @@ def test_uniform_int8_on_the_host_runs_close_to_fp32(window, tmp_path):
     assert trajectory.shape == (1, 4 * SPEC.stride, len(SPEC.target_channels))
 
     path = compiled.export(tmp_path / "art")
-    assert sorted(p.name for p in path.iterdir()) == ["model.so", "plan.json", "report.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["model.so", "plan.json", "report.html", "report.json"]
     from tvm_tqs.targets.build import load
 
     vm, meta = load(path)

@@ -23,14 +23,14 @@ def model_path(tmp_path_factory):
 def test_score_prints_a_ranked_table_and_writes_json(model_path, tmp_path):
     out = tmp_path / "tqs.json"
     code, stdout, stderr = run_cli(
-        "score", str(model_path), "--horizon", "8", "--seeds", "2", "--json", str(out), "--progress"
+        "score", str(model_path), "--horizon", "8", "--seeds", "2", "--out", str(out), "--progress"
     )
     assert code == 0, stderr
     lines = stdout.splitlines()
     assert lines[0].split()[:4] == ["rank", "site", "anchor", "fused"]
     assert [line.split()[0] for line in lines[2:6]] == ["1", "2", "3", "4"]
     assert "4/4 sites scored (output mode), horizon 8 (2 calls of stride 4), 2 seeds" in stdout
-    assert "scoring [" in stderr
+    assert "scoring:" in stderr
     report = TQSReport.from_json(out.read_text())
     assert report.seeds == 2 and len(report.sites) == 4
     tqs = [s.tqs for s in report.ranked()]

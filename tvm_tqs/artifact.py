@@ -14,6 +14,7 @@ from .plan import Plan
 from .rollout import RolloutSpec
 
 REPORT = "report.json"
+REPORT_HTML = "report.html"
 
 
 @dataclass
@@ -39,9 +40,13 @@ class CompiledModel:
     trace : tuple of dict
         One entry per solve-build(-measure) round: the plan, predicted and measured latency.
     pareto : dict or None
-        The solver's Pareto front, ``{"size_bytes": [...], "latency_ms": [...]}`` (latency with a
-        table): per non-dominated plan its whole-model resource, predicted error and precisions.
-        None for forced plans.
+        The solver's Pareto fronts, ``{"size_bytes": [...], "latency_ms": [...]}`` (latency with a
+        table): per non-dominated plan its whole-model resource, predicted error and precisions; and
+        ``"uniform"``: the same for every uniform precision the target offers. None for forced plans.
+    edges : tuple of (int, int)
+        Data flow between the fused call sites, (producer, consumer).
+    reliability : dict or None
+        A reliability table (`tvm_tqs.reliability.ReliabilityTable.to_dict()`) to carry into the report.
     """
 
     plan: Plan
@@ -53,6 +58,8 @@ class CompiledModel:
     latency: dict | None = None
     trace: tuple = ()
     pareto: dict | None = None
+    edges: tuple = ()
+    reliability: dict | None = None  # a ReliabilityTable.to_dict(), when one was attached
     source: str = ""
     inputs: tuple = ()  # (ONNX name, shape, dtype) of every model input, in call order
     outputs: tuple = ()  # ONNX names of the model's outputs, in order
@@ -140,15 +147,10 @@ class CompiledModel:
             out.append(piece[: min(b, rows - start)])
         return np.concatenate(out)
 
-    # -- export -----------------------------------------------------------------------------------
-    def export(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``directory/`` = ``model.so`` (built for the target, cross-linked when needed),
-        ``plan.json`` (quantize report + the plan) and ``report.json`` (plan, TQS, latency, trace);
-        all or nothing (a temporary directory renamed into place)."""
-        from .targets.build import export
-
-        meta = {**self.quantize_report, "solved_plan": self.plan.to_dict()}
-        report = {
+    # -- export and report ------------------------------------------------------------------------
+    def report_data(self) -> dict:
+        """Everything the reports show, as strict JSON (``report.json`` of an exported artifact)."""
+        return {
             "source": self.source,
             "target": self.target.name,
             "plan": self.plan.to_dict(),
@@ -157,7 +159,26 @@ class CompiledModel:
             "latency": self.latency,
             "trace": list(self.trace),
             "pareto": self.pareto,
+            "graph": {"edges": [list(e) for e in self.edges]},
+            "quantizer_activations": self.quantize_report.get("quantizer_activations"),
+            "reliability": self.reliability,
         }
-        return export(
-            self.executable, directory, self.target, meta, overwrite=overwrite, extra={REPORT: report}
-        )
+
+    def report(self, path: str | os.PathLike) -> Path:
+        """Write the HTML report (one self-contained file, `tvm_tqs.report.html`) to `path`; returns it."""
+        from .report.html import write_html
+
+        return write_html(self.report_data(), path)
+
+    def export(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``directory/`` = ``model.so`` (built for the target, cross-linked when needed),
+        ``plan.json`` (quantize report + the plan), ``report.json`` (plan, TQS, latency, trace) and
+        ``report.html`` (rendered from report.json); all or nothing (a temporary directory renamed into
+        place)."""
+        from .report.html import render
+        from .targets.build import export
+
+        meta = {**self.quantize_report, "solved_plan": self.plan.to_dict()}
+        report = self.report_data()
+        extra = {REPORT: report, REPORT_HTML: render(report)}
+        return export(self.executable, directory, self.target, meta, overwrite=overwrite, extra=extra)

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .errors import MeasurementError, TQSError
 from .io import write_text_atomic
 from .options import ERROR_MODELS
 from .precision import PRECISION_ORDER
+from .progress import ProgressBars
 from .quantizers import QUANTIZERS
 from .solver import SOLVER_METHODS
 
@@ -46,7 +48,9 @@ def _cmd_inspect(args) -> int:
     from .graph import inspect
     from .report.text import fused_op_table
 
-    ops = inspect(args.model, target=args.target, input_shapes=_input_shapes(args), rollout=args.rollout)
+    with _progress(args) as progress:
+        progress(0, 1, "importing and fusing")
+        ops = inspect(args.model, target=args.target, input_shapes=_input_shapes(args), rollout=args.rollout)
     if args.json:
         print(json.dumps([op.to_dict() for op in ops], indent=2))
     else:
@@ -85,32 +89,8 @@ def _cmd_targets(args) -> int:
     return 0
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr per stage (only when stderr is a terminal, or forced)."""
-
-    def __init__(self, enabled: bool, command: str = "score"):
-        self.enabled = enabled
-        self.command = command
-        self.stage = None
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if not self.enabled:
-            return
-        if done == 0 and total <= 1:  # a one-shot stage: announce it
-            if what != self.stage:
-                print(f"tvm-tqs {self.command}: {what}...", file=sys.stderr, flush=True)
-            self.stage = what
-            return
-        self.stage = what
-        width = 30
-        filled = int(width * done / max(total, 1))
-        end = "\n" if done >= total else ""
-        print(
-            f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
+def _progress(args) -> ProgressBars:
+    return ProgressBars(not args.quiet and (args.progress or sys.stderr.isatty()))
 
 
 def _cmd_score(args) -> int:
@@ -125,28 +105,31 @@ def _cmd_score(args) -> int:
             contexts = np.load(args.contexts)
         except (OSError, ValueError) as err:
             raise TQSError(f"cannot read --contexts '{args.contexts}' as a .npy array: {err}") from None
-    progress = _ProgressBar(not args.quiet and (args.progress or sys.stderr.isatty()))
-    report = score(
-        args.model,
-        horizon=args.horizon,
-        seeds=None if contexts is not None and args.seeds is None else (args.seeds or 8),
-        mode=args.mode,
-        contexts=contexts,
-        eps=args.eps,
-        seed=args.seed,
-        burn_in_calls=args.burn_in,
-        linearity=not args.no_linearity,
-        batch=args.batch,
-        progress=progress,
-        input_shapes=_parse_shapes(args.shape),
-        rollout=args.rollout,
-        path=args.path,
-    )
+    with _progress(args) as progress:
+        report = score(
+            args.model,
+            horizon=args.horizon,
+            seeds=None if contexts is not None and args.seeds is None else (args.seeds or 8),
+            mode=args.mode,
+            contexts=contexts,
+            eps=args.eps,
+            seed=args.seed,
+            burn_in_calls=args.burn_in,
+            linearity=not args.no_linearity,
+            batch=args.batch,
+            progress=progress,
+            input_shapes=_parse_shapes(args.shape),
+            rollout=args.rollout,
+            path=args.path,
+        )
+    if args.out:
+        write_text_atomic(args.out, report.to_json(indent=1))
     if args.json:
-        write_text_atomic(args.json, report.to_json(indent=1))
+        print(report.to_json(indent=1))
+        return 0
     print(tqs_table(report, top=args.top, by=args.rank_by))
-    if args.json:
-        print(f"report written to {args.json}")
+    if args.out:
+        print(f"report written to {args.out}")
     return 0
 
 
@@ -162,7 +145,6 @@ def _load_calibration(path: str | None):
 
 
 def _cmd_compile(args) -> int:
-    from .compiler import compile as compile_model
     from .report.text import plan_summary
 
     if sum(x is not None for x in (args.budget, args.uniform, args.plan)) != 1:
@@ -176,8 +158,37 @@ def _cmd_compile(args) -> int:
             raise TQSError(f"cannot read --plan '{args.plan}' as JSON: {err}") from None
     if os.path.exists(args.out) and not args.overwrite:  # before minutes of work, not after
         raise TQSError(f"--out '{args.out}' exists (pass --overwrite to replace it)")
-    progress = _ProgressBar(not args.quiet and (args.progress or sys.stderr.isatty()), "compile")
-    compiled = compile_model(
+    with _progress(args) as progress:
+        compiled = _compile_args(args, plan, progress)
+        progress(0, 1, "exporting")
+        path = compiled.export(args.out, overwrite=args.overwrite)
+    library = json.loads((path / "plan.json").read_text())["library"]
+    last = compiled.trace[-1] if compiled.trace else {}
+    if last.get("met") is False:
+        print(
+            f"warning: measured latency {last['measured_ms']:.4g} ms is over the budget after "
+            f"{len(compiled.trace)} rounds (the artifact is the last round's plan)",
+            file=sys.stderr,
+        )
+    if args.json:
+        result = {
+            "artifact": str(path),
+            "library": library,
+            "report": str(path / "report.html"),
+            "plan": compiled.plan.to_dict(),
+            "trace": list(compiled.trace),
+        }
+        print(json.dumps(result, indent=1))
+        return 0
+    print(plan_summary(compiled))
+    print(f"artifact written to {path} ({library}, plan.json, report.json, report.html)")
+    return 0
+
+
+def _compile_args(args, plan, progress):
+    from .compiler import compile as compile_model
+
+    return compile_model(
         args.model,
         target=args.target,
         budget=args.budget,
@@ -195,21 +206,82 @@ def _cmd_compile(args) -> int:
         calibration=_load_calibration(args.calibration),
         progress=progress,
     )
-    path = compiled.export(args.out, overwrite=args.overwrite)
+
+
+def _cmd_report(args) -> int:
+    from .report.html import read_artifact_report, write_html
+
+    report = read_artifact_report(args.artifact)
+    out = write_html(report, args.out or os.path.join(args.artifact, "report.html"))
     if args.json:
-        print(json.dumps(compiled.plan.to_dict(), indent=1))
+        print(json.dumps({"report": str(out)}))
     else:
-        print(plan_summary(compiled))
-    last = compiled.trace[-1] if compiled.trace else {}
-    if last.get("met") is False:
-        print(
-            f"warning: measured latency {last['measured_ms']:.4g} ms is over the budget after "
-            f"{len(compiled.trace)} rounds (the artifact is the last round's plan)",
-            file=sys.stderr,
-        )
-    library = json.loads((path / "plan.json").read_text())["library"]
-    print(f"artifact written to {path} ({library}, plan.json, report.json)")
+        print(f"report written to {out}")
     return 0
+
+
+def _cmd_reliability(args) -> int:
+    from .frontend.load import import_onnx, read_onnx, require_rollout_spec
+    from .reliability import evaluate
+    from .reliability.variants import artifact_plan, csv_windows, host_variants
+
+    proto, source = read_onnx(args.model)
+    spec = require_rollout_spec(
+        import_onnx(proto, _parse_shapes(args.shape), source, rollout=args.rollout), source
+    )
+    data, channels = csv_windows(
+        args.data,
+        spec,
+        count=args.windows,
+        steps=args.horizon,
+        split=args.split,
+        columns=args.columns.split(",") if args.columns else None,
+        date_column=args.date_column,
+        normalize=args.normalize == "train",
+    )
+    plans = {Path(d).name or d: artifact_plan(d) for d in args.plan}
+    budgets = {f"tqs {b}": b for b in args.budget}
+    if not (plans or budgets or args.uniform):
+        budgets, args.uniform = {"tqs size=25%": "size=25%"}, ["int8"]
+    with _progress(args) as progress:
+        progress(0, 1, "compiling the variants")
+        variants = host_variants(
+            args.model,
+            plans=plans,
+            budgets=budgets,
+            uniform=tuple(args.uniform),
+            horizon=args.horizon,
+            input_shapes=_parse_shapes(args.shape),
+            rollout=args.rollout,
+        )
+        progress(0, 1, "rolling out every group")
+        table = evaluate(
+            variants,
+            data,
+            spec.target_channels,
+            args.horizon,
+            channel_names=channels,
+            description=f"{Path(args.model).name} on {Path(args.data).name}: {len(data.x)} test windows, "
+            f"{args.horizon}-step rollouts",
+        )
+    if args.out:
+        table.write(args.out, png=not args.no_png)
+    if args.attach:
+        _attach(args.plan, table)
+    print(json.dumps(table.to_dict(), indent=1) if args.json else table.markdown())
+    return 0
+
+
+def _attach(plans: list[str], table) -> None:
+    """Add the table to the one --plan artifact's report.json and re-render its report.html."""
+    from .report.html import read_artifact_report, write_html
+
+    if len(plans) != 1:
+        raise TQSError(f"--attach needs exactly one --plan artifact, got {len(plans)}")
+    report = read_artifact_report(plans[0])
+    report["reliability"] = table.to_dict()
+    write_text_atomic(Path(plans[0]) / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
+    write_html(report, Path(plans[0]) / "report.html")
 
 
 def _cmd_rollout(args) -> int:
@@ -239,6 +311,11 @@ def _add_rollout_arg(p: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="rollout contract file (docs/rollout.md); overrides the one attached to or inferred from the model",
     )
+
+
+def _add_progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def _add_model_args(p: argparse.ArgumentParser, target: str = "x86") -> None:
@@ -273,10 +350,14 @@ EXIT_CODES = """exit codes:
 EXAMPLES = {
     "inspect": "  tvm-tqs inspect --example\n  tvm-tqs inspect model.onnx --batch 4 --json",
     "score": "  tvm-tqs score model.onnx --mode weight --top 10\n"
-    "  tvm-tqs score model.onnx --contexts windows.npy --json report.json",
+    "  tvm-tqs score model.onnx --contexts windows.npy --out tqs.json\n"
+    "  tvm-tqs score model.onnx --json > tqs.json",
     "compile": "  tvm-tqs compile --example --target arm_cpu --budget size=25% --out artifact/\n"
     "  tvm-tqs compile model.onnx --target x86 --budget latency=2ms --runner local --out art/\n"
     "  tvm-tqs compile model.onnx --target x86 --budget size=20% --error-model cross --out art/",
+    "reliability": "  tvm-tqs reliability model.onnx --data ETTh1.csv --split 8640,2880,2880 --plan art/ --out rel/\n"
+    "  tvm-tqs reliability model.onnx --data series.csv --budget size=25% --uniform int8 --json",
+    "report": "  tvm-tqs report artifact/\n  tvm-tqs report artifact/ --out /tmp/plan.html",
     "rollout": "  tvm-tqs rollout model.onnx\n  tvm-tqs rollout model.onnx --rollout contract.json --json",
     "targets": "  tvm-tqs targets\n  tvm-tqs targets --json",
 }
@@ -294,20 +375,7 @@ def _sub(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tvm-tqs",
-        description="Trajectory-sensitivity-driven quantization on TVM",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = _sub(sub, "inspect", "list the fused ops of the compiled graph")
-    _add_model_args(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_inspect)
-
+def _score_parser(sub) -> None:
     p = _sub(sub, "score", "TQS: rank the fused ops by how their errors grow over the rollout")
     p.add_argument("model", help="ONNX model file with a rollout contract (attached or inferable)")
     p.add_argument("--horizon", type=int, default=96, help="rollout length in time steps; default 96")
@@ -358,13 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=None, help="show only the N highest-ranked sites")
     p.add_argument("--rank-by", choices=["tqs", "gain"], default="tqs", help="ranking key; default tqs")
-    p.add_argument("--json", metavar="PATH", help="also write the full report as JSON to PATH")
-    p.add_argument(
-        "--progress", action="store_true", help="show the progress bar even when stderr is not a tty"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--out", metavar="PATH", help="also write the full report as JSON to PATH")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON instead of the table")
+    _add_progress_args(p)
     p.set_defaults(func=_cmd_score)
 
+
+def _compile_parser(sub) -> None:
     p = _sub(sub, "compile", "plan per-op precisions under a budget, quantize, build, export")
     _add_model_args(p, target="arm_cpu")
     p.add_argument(
@@ -398,10 +466,77 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NPY",
         help="real windows [N, lookback, channels] (.npy) for bitsplit's activations (default: data-free)",
     )
-    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of tables")
-    p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the plan, trace and artifact paths as JSON instead of tables",
+    )
+    _add_progress_args(p)
     p.set_defaults(func=_cmd_compile)
+
+
+def _reliability_parser(sub) -> None:
+    p = _sub(sub, "reliability", "worst-group rollout error of fp32 and quantized variants on real data")
+    p.add_argument("model", help="ONNX model file with a rollout contract (attached or inferable)")
+    p.add_argument("--data", required=True, metavar="CSV", help="real series: a CSV with a header row")
+    p.add_argument(
+        "--columns", help="the model's channels, comma-separated, in order; default every column but the date"
+    )
+    p.add_argument("--date-column", default="date", help="timestamps (month and season groups); default date")
+    p.add_argument(
+        "--split", default="0.7,0.1,0.2", help="train,val,test as fractions or rows; default 0.7,0.1,0.2"
+    )
+    p.add_argument(
+        "--normalize",
+        choices=["train", "none"],
+        default="train",
+        help="z-score with train rows' statistics (default)",
+    )
+    p.add_argument("--windows", type=int, default=256, help="test windows, evenly spaced; default 256")
+    p.add_argument("--horizon", type=int, default=96, help="rollout steps scored; default 96")
+    p.add_argument(
+        "--plan", action="append", default=[], metavar="DIR", help="an artifact's plan (repeatable)"
+    )
+    p.add_argument(
+        "--budget", action="append", default=[], help="a data-free TQS plan at this budget (repeatable)"
+    )
+    p.add_argument("--uniform", action="append", default=[], choices=list(PRECISION_ORDER), help="repeatable")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="as for compile")
+    _add_rollout_arg(p)
+    p.add_argument("--out", metavar="DIR", help="write reliability.json, .md and .png there")
+    p.add_argument("--no-png", action="store_true", help="no PNG (it needs matplotlib)")
+    p.add_argument("--attach", action="store_true", help="add the table to the --plan artifact's report")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    _add_progress_args(p)
+    p.set_defaults(func=_cmd_reliability)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvm-tqs",
+        description="Trajectory-sensitivity-driven quantization on TVM",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = _sub(sub, "inspect", "list the fused ops of the compiled graph")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_progress_args(p)
+    p.set_defaults(func=_cmd_inspect)
+
+    _score_parser(sub)
+
+    _compile_parser(sub)
+
+    p = _sub(sub, "report", "write the HTML report of an artifact directory (compile --out writes one too)")
+    p.add_argument("artifact", help="artifact directory written by compile --out (reads its report.json)")
+    p.add_argument("--out", metavar="HTML", help="where to write the report; default ARTIFACT/report.html")
+    p.add_argument("--json", action="store_true", help='print {"report": PATH} instead of a sentence')
+    p.set_defaults(func=_cmd_report)
+
+    _reliability_parser(sub)
 
     p = _sub(sub, "rollout", "print the rollout contract in use (attached, inferred or --rollout)")
     _add_model_args(p)

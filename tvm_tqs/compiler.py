@@ -13,6 +13,7 @@ Wiring only: every step lives in its own room.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -20,10 +21,11 @@ import numpy as np
 from .artifact import CompiledModel
 from .errors import MeasurementError
 from .frontend.load import ModelLike
+from .graph import site_edges
 from .options import CompileOptions, Progress
 from .plan import Plan
 from .planning import CrossGroupModel, PlanningProblem, gains_of, site_latency_table, site_plans
-from .precision import INT4_GROUP
+from .precision import INT4_GROUP, PRECISION_ORDER
 from .quantizers import rtn
 from .solver import Budget
 
@@ -111,6 +113,7 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
     from .passes.quantize import kernel_set_for
 
     kernel_set_for(options.target)  # before any work: a target without quantized lowering fails here, by name
+    _stage(options, "importing and fusing")
     problem = PlanningProblem.from_model(
         model,
         options.target,
@@ -137,6 +140,7 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
         objective = _Objective.of(problem, gains, quantizer, options)
         if budget.latency_ms is not None or runner is not None:
             table, runner = site_latency_table(problem, runner, options.latency_cache, options.progress)
+        _stage(options, "solving")
         solution = objective.solve(budget, table)
         precisions, method, optimal = solution.precisions, solution.method, solution.optimal
 
@@ -158,6 +162,12 @@ def compile_with(model: ModelLike, options: CompileOptions) -> CompiledModel:
     )
 
 
+def _stage(options, what: str) -> None:
+    """Announce a one-shot step (the progress protocol's ``(0, 1, what)``)."""
+    if options.progress is not None:
+        options.progress(0, 1, what)
+
+
 def _weight_quantizer(problem, options):
     """The quantizer object for `options.quantizer`; "bitsplit" with its inputs' Gram matrices."""
     from .planning.activations import bitsplit_quantizer
@@ -167,6 +177,7 @@ def _weight_quantizer(problem, options):
     if not isinstance(chosen, str):
         return chosen
     if chosen == "bitsplit":
+        _stage(options, "capturing activations for bitsplit")
         return bitsplit_quantizer(problem, options.calibration)
     return {"rtn": rtn, "mse": mse}[chosen]
 
@@ -240,6 +251,7 @@ class _BuildLoop:
         problem, options = self.problem, self.options
         inputs = _example_inputs(problem.module) if self.measuring else None
         for round_ in range(options.max_rounds):
+            _stage(options, "quantizing and building" + (f" (round {round_ + 1})" if round_ else ""))
             result = quantize(
                 problem.analysis, precisions, problem.target, self.quantizer, group_size=problem.group_size
             )
@@ -269,6 +281,7 @@ class _BuildLoop:
     def _measure(self, executable, plan, inputs) -> dict:
         from .latency import Observation, measure_model
 
+        _stage(self.options, "measuring the built model")
         m = measure_model(executable, self.runner, target=self.problem.target, inputs=inputs)
         if not m.ok:
             raise MeasurementError(f"measuring the compiled model through {m.runner} failed: {m.error}")
@@ -318,11 +331,60 @@ def _compiled(
         tqs=report,
         latency=None if table is None else table.to_dict(),
         trace=tuple(trace),
-        pareto=problem.pareto(errors2, table) if errors2 else None,
+        pareto=_fronts(problem, objective, table, applied),
+        edges=tuple(site_edges(problem.fused)),
         source=problem.source,
         inputs=tuple((n, list(s), d) for n, (s, d) in inputs.items()),
         outputs=tuple(outputs),
     )
+
+
+def _fronts(problem, objective, table, chosen: Mapping[int, str]) -> dict | None:
+    """The Pareto fronts of the objective that chose the plan (pairwise terms included with the cross model),
+    the chosen plan among their candidates, plus the uniform plans at each precision the target offers."""
+    if objective is None:
+        return None
+    fronts = problem.pareto(objective.errors2, table)
+    fronts = {r: _front(problem, objective, table, r, points, chosen) for r, points in fronts.items()}
+    offered = {p for g in problem.groups for p in g.options}
+    fronts["uniform"] = [
+        {
+            "precision": name,
+            **{
+                k: v
+                for k, v in problem.totals(precisions, table).items()
+                if k in ("size_bytes", "latency_ms")
+            },
+            "predicted_error": objective.predicted_error(precisions),
+        }
+        for name in PRECISION_ORDER
+        if name in offered
+        for precisions in [problem.uniform(name)]
+    ]
+    return fronts
+
+
+def _front(problem, objective, table, resource: str, points: list[dict], chosen) -> list[dict]:
+    """The non-dominated plans among the independent front's, the chosen plan and (cross model) the objective's
+    own solution at each of the front's resource levels, every error as the objective predicts it."""
+    plans = [{int(k): v for k, v in point["plan"].items()} for point in points] + [dict(chosen)]
+    if objective.cross is not None:  # the independent front is not the cross objective's: re-solve there
+        plans += [objective.solve(Budget(**{resource: p[resource]}), table).precisions for p in points]
+    grouped = problem.grouped_sites
+    candidates = [
+        {
+            resource: problem.totals(precisions, table)[resource],
+            "predicted_error": objective.predicted_error(precisions),
+            "plan": {str(k): v for k, v in sorted(precisions.items()) if k in grouped},
+        }
+        for precisions in plans
+    ]
+    front, best = [], math.inf
+    for c in sorted(candidates, key=lambda c: (c[resource], c["predicted_error"])):
+        if c["predicted_error"] < best:
+            front.append(c)
+            best = c["predicted_error"]
+    return front
 
 
 def _example_inputs(mod) -> list[np.ndarray]:

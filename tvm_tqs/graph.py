@@ -149,6 +149,26 @@ def call_sites(mod: tvm.IRModule) -> list[relax.VarBinding]:
     ]
 
 
+def site_edges(mod: tvm.IRModule) -> list[tuple[int, int]]:
+    """Data flow between the call sites of fused `mod`: ``(producer site, consumer site)`` pairs, through
+    any non-call_tir bindings (tuples, reshapes) in between."""
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    producers: dict = {}  # var -> the sites whose results reach it
+    edges: set[tuple[int, int]] = set()
+    site = 0
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            reached = set()
+            for v in relax.analysis.free_vars(b.value):
+                reached |= producers.get(v, set())
+            if isinstance(b.value, relax.Call) and b.value.op.same_as(call_tir):
+                edges.update((src, site) for src in reached)
+                reached = {site}
+                site += 1
+            producers[b.var] = reached
+    return sorted(edges)
+
+
 def _tensor_info(ty) -> tuple[TensorInfo, ...]:
     if isinstance(ty, relax.TupleType):
         return tuple(t for field in ty.fields for t in _tensor_info(field))
