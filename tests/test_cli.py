@@ -53,7 +53,7 @@ def _dynamic_time(path):
     "make, args, expect",
     [
         (lambda p: p.write_bytes(b"\x00\x01garbage" * 10), [], "is not an ONNX model or is corrupt"),
-        (lambda p: onnx.save(with_unsupported_ops(), str(p)), [], "RNN x2 (first node 'rnn_first')"),
+        (lambda p: onnx.save(with_unsupported_ops(), str(p)), [], "Celu x2 (first node 'celu_first')"),
         (_dynamic_time, [], "input 'window' dimension 1 ('time') is dynamic"),
         (
             lambda p: onnx.save(mlp_forecaster(), str(p)),

@@ -192,8 +192,17 @@ def test_dft_is_one_matmul():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(opset=17, dft_length=6, length_input=True), tvm.error.OpAttributeUnImplemented, "dft_length"),
-        (dict(opset=20, axis=1, axis_input=True), tvm.error.OpAttributeUnImplemented, "'axis'"),
+        # A graph input is refused with the way to bind it: an initializer of the input's name.
+        (
+            dict(opset=17, dft_length=6, length_input=True),
+            tvm.error.OpAttributeUnImplemented,
+            "'dft_length' .the graph input 'dft_length'.*initializer named 'dft_length'",
+        ),
+        (
+            dict(opset=20, axis=1, axis_input=True),
+            tvm.error.OpAttributeUnImplemented,
+            "'axis' .the graph input 'axis'.*initializer named 'axis'",
+        ),
         (dict(opset=17, onesided=1, shape=[2, 8, 2]), tvm.error.OpAttributeInvalid, "onesided"),
         (dict(opset=17, axis=2), tvm.error.OpAttributeInvalid, "axis 2"),
     ],
@@ -203,3 +212,12 @@ def test_dft_errors_name_the_node(kwargs, error, match):
     model, feeds = _dft_model(seed=0, **kwargs)
     with pytest.raises(error, match=rf"dft_under_test.*{match}"):
         _import(model, feeds)
+
+
+def test_axis_input_bound_by_an_initializer():
+    """The binding the refusal suggests: an initializer named like the graph input makes it a constant."""
+    model, feeds = _dft_model(seed=0, shape=[2, 8, 3, 1], opset=20, axis=1, axis_input=True)
+    model.graph.initializer.append(
+        helper.make_tensor("axis", TensorProto.INT64, [], [int(feeds.pop("axis"))])
+    )
+    _assert_close(model, feeds)

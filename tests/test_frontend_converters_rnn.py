@@ -1,4 +1,4 @@
-"""LSTM and GRU converters against onnxruntime, on random weights and shapes."""
+"""LSTM, GRU and RNN converters against onnxruntime, on random weights and shapes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from tvm import relax  # noqa: E402
 from tvm_tqs.frontend.converters import install  # noqa: E402
 
 TOL = 1e-5
-GATES = {"LSTM": 4, "GRU": 3}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+PER_DIRECTION = {"LSTM": 3, "GRU": 2, "RNN": 1}  # activation functions
 # Every function of the ONNX RNN activation set, with the alpha/beta each one consumes.
 ACTIVATIONS = {
     "Sigmoid": 0,
@@ -127,10 +128,11 @@ def _rnn_model(
     scale=1.0,
     **attrs,
 ):
-    """An ONNX model with one LSTM or GRU node, plus the feeds to run it.
+    """An ONNX model with one LSTM, GRU or RNN node, plus the feeds to run it.
 
     ``outputs`` lists the node outputs by name ("" leaves a slot empty); ``seq_lens`` is
-    "input" (a graph input) or an array (an initializer). W, R, B and P are initializers unless
+    "input" (a graph input, fed full lengths: set feeds["sequence_lens"] to change them) or an
+    array (an initializer). W, R, B and P are initializers unless
     ``weights_as_inputs``; initial states are graph inputs unless ``states_as_constants``.
     """
     rng = np.random.default_rng(seed)
@@ -198,6 +200,7 @@ def _rnn_model(
 # Which of an LSTM's outputs a node lists; "" is an empty (not requested) slot.
 LSTM_OUTPUTS = [("Y",), ("Y", "Y_h"), ("", "Y_h"), ("", "", "Y_c"), ("Y", "", "Y_c"), ("Y", "Y_h", "Y_c")]
 GRU_OUTPUTS = [("Y",), ("", "Y_h"), ("Y", "Y_h")]
+RNN_OUTPUTS = GRU_OUTPUTS
 
 shapes = st.fixed_dictionaries(
     {
@@ -238,12 +241,24 @@ def _check_gru(direction, linear_before_reset, data):
     _assert_close(*_rnn_model("GRU", direction=direction, linear_before_reset=linear_before_reset, **kw))
 
 
+def _check_rnn(direction, layout, data):
+    kw = data.draw(shapes)
+    kw.update(
+        bias=data.draw(st.booleans(), label="bias"),
+        init_h=data.draw(st.booleans(), label="init_h"),
+        outputs=data.draw(st.sampled_from(RNN_OUTPUTS), label="outputs"),
+        weights_as_inputs=data.draw(st.booleans(), label="weights_as_inputs"),
+        states_as_constants=data.draw(st.booleans(), label="states_as_constants"),
+    )
+    _assert_close(*_rnn_model("RNN", direction=direction, layout=layout, **kw))
+
+
 def _check_activations(op, data):
     """Random activation functions, alpha/beta lists (possibly short) and clip."""
     kw = data.draw(shapes)
     direction = data.draw(st.sampled_from(["forward", "reverse", "bidirectional"]), label="direction")
     num_dirs = 2 if direction == "bidirectional" else 1
-    per_dir = 3 if op == "LSTM" else 2
+    per_dir = PER_DIRECTION[op]
     names = data.draw(
         st.lists(
             st.sampled_from(sorted(ACTIVATIONS)), min_size=per_dir * num_dirs, max_size=per_dir * num_dirs
@@ -264,6 +279,8 @@ def _check_activations(op, data):
         attrs["clip"] = data.draw(st.floats(0.1, 3.0), label="clip")
     if op == "GRU":
         attrs["linear_before_reset"] = data.draw(st.integers(0, 1), label="linear_before_reset")
+        kw.update(outputs=("Y", "Y_h"))
+    elif op == "RNN":
         kw.update(outputs=("Y", "Y_h"))
     else:
         kw.update(
@@ -297,7 +314,15 @@ def test_gru_matches_onnxruntime(direction, linear_before_reset, data):
     _check_gru(direction, linear_before_reset, data)
 
 
-@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@FAST
+@given(data=st.data())
+def test_rnn_matches_onnxruntime(direction, layout, data):
+    _check_rnn(direction, layout, data)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_activations_and_clip_match_onnxruntime(op, data):
@@ -323,7 +348,16 @@ def test_gru_matches_onnxruntime_many(direction, linear_before_reset, data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@SLOW
+@given(data=st.data())
+def test_rnn_matches_onnxruntime_many(direction, layout, data):
+    _check_rnn(direction, layout, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_activations_and_clip_match_onnxruntime_many(op, data):
@@ -358,12 +392,90 @@ def test_very_long_sequence_stays_within_tolerance(op):
     _check_long_sequence(op, 128)
 
 
-@pytest.mark.parametrize("op", ["LSTM", "GRU"])
-def test_constant_full_length_sequence_lens_is_accepted(op):
-    model, feeds = _rnn_model(
-        op, seed=3, seq_len=3, batch=2, input_size=2, hidden=3, seq_lens=[3, 3], outputs=("Y", "Y_h")
+def _seq_lens_case(op, seed, direction="bidirectional", layout=0, seq_lens="input", **kw):
+    shape = dict(seq_len=4, batch=4, input_size=3, hidden=3)
+    shape.update(kw)
+    return _rnn_model(
+        op,
+        seed=seed,
+        direction=direction,
+        layout=layout,
+        init_h=True,
+        init_c=op == "LSTM",
+        seq_lens=seq_lens,
+        outputs=("Y", "Y_h", "Y_c") if op == "LSTM" else ("Y", "Y_h"),
+        **shape,
     )
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_constant_full_length_sequence_lens_builds_the_unmasked_graph(op, direction):
+    """A constant sequence_lens equal to the sequence length costs nothing: the same graph as none."""
+    model, feeds = _seq_lens_case(op, 3, direction, seq_lens=[4, 4, 4, 4])
+    plain, _ = _seq_lens_case(op, 3, direction, seq_lens=None)
+    tvm.ir.assert_structural_equal(_import(model, feeds), _import(plain, feeds))
     _assert_close(model, feeds)
+
+
+def _where_count(mod):
+    count = 0
+
+    def visit(expr):
+        nonlocal count
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.where":
+            count += 1
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return count
+
+
+@pytest.mark.parametrize(
+    ("op", "direction", "layout"),
+    [(op, d, 0) for op in GATES for d in DIRECTIONS] + [(op, "bidirectional", 1) for op in GATES],
+)
+def test_runtime_sequence_lens_matches_onnxruntime(op, direction, layout):
+    """sequence_lens as a graph input, masked inside the recurrence: one build serves any lengths.
+
+    Rows of every length 0..T: past its length a row's state is frozen and Y is zero; the reverse
+    direction reads each row's own steps reversed; a row of length 0 has zero final states.
+    """
+    model, feeds = _seq_lens_case(op, 11, direction, layout, batch=5)
+    mod = _import(model, feeds)
+    assert _where_count(mod) > 0
+    vm = relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    for lens in ([4, 0, 2, 1, 3], [4, 4, 4, 4, 4], [1, 3, 0, 4, 2], [0, 0, 0, 0, 0]):
+        feeds["sequence_lens"] = np.array(lens, np.int32)
+        got = [o.numpy() for o in vm["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])]
+        expected = _reference(model, feeds)
+        for name, g, e in zip((o.name for o in model.graph.output), got, expected, strict=True):
+            assert g.shape == e.shape, name
+            err = float(np.abs(g - e).max())
+            assert err <= TOL, f"{name} with lengths {lens}: max abs error {err}"
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("lens", [[4, 2, 0, 1], [3, 3, 3, 3], [0, 0, 0, 0]])
+def test_constant_sequence_lens_matches_onnxruntime(op, lens):
+    """Constant lengths: constant masks, only on the steps some row skips (none before min(lens))."""
+    model, feeds = _seq_lens_case(op, 9, seq_lens=lens)
+    _assert_close(model, feeds)
+
+
+def test_sequence_lens_out_of_range_is_rejected():
+    model, feeds = _seq_lens_case("LSTM", 0, seq_lens=[4, 5, 1, 1])
+    with pytest.raises(tvm.error.OpAttributeInvalid, match=r"lstm_under_test.*sequence_lens.*\[0, 4\]"):
+        _import(model, feeds)
+
+
+def test_sequence_lens_of_float_dtype_is_rejected():
+    model, feeds = _seq_lens_case("GRU", 0)
+    model.graph.input[-1].type.tensor_type.elem_type = TensorProto.FLOAT
+    feeds["sequence_lens"] = feeds["sequence_lens"].astype(np.float32)
+    with pytest.raises(
+        tvm.error.OpAttributeInvalid, match=r"gru_under_test.*'sequence_lens' of dtype float32"
+    ):
+        _import(model, feeds)
 
 
 def test_weights_kept_as_params():
@@ -415,23 +527,6 @@ def test_single_output_is_a_tensor(op):
 def _import(model, feeds):
     install()
     return relax.frontend.onnx.from_onnx(model, {k: v.shape for k, v in feeds.items()})
-
-
-@pytest.mark.parametrize("op", ["LSTM", "GRU"])
-def test_non_constant_sequence_lens_is_rejected(op):
-    model, feeds = _rnn_model(
-        op, seed=0, seq_len=3, batch=2, input_size=2, hidden=3, seq_lens="input", outputs=("Y",)
-    )
-    with pytest.raises(tvm.error.OpAttributeUnImplemented, match=rf"{op.lower()}_under_test.*sequence_lens"):
-        _import(model, feeds)
-
-
-def test_short_sequence_lens_is_rejected():
-    model, feeds = _rnn_model(
-        "LSTM", seed=0, seq_len=3, batch=2, input_size=2, hidden=3, seq_lens=[3, 2], outputs=("Y",)
-    )
-    with pytest.raises(tvm.error.OpAttributeUnImplemented, match=r"lstm_under_test.*sequence_lens.*\[3, 2\]"):
-        _import(model, feeds)
 
 
 def test_unknown_activation_is_rejected():
@@ -491,14 +586,19 @@ def _fused_kernels(model, feeds):
 
 @pytest.mark.parametrize(
     ("op", "attrs", "per_step"),
-    [("LSTM", {}, 3), ("GRU", {"linear_before_reset": 1}, 2), ("GRU", {"linear_before_reset": 0}, 3)],
+    [
+        ("LSTM", {}, 3),
+        ("GRU", {"linear_before_reset": 1}, 2),
+        ("GRU", {"linear_before_reset": 0}, 3),
+        ("RNN", {}, 1),
+    ],
 )
 def test_compiled_graph_shape(op, attrs, per_step):
     """One input-projection matmul per direction, then a few fused kernels per step.
 
     LSTM needs three (matmul, new cell state, new hidden state: FuseOps gives a kernel one
     root, and c_t feeds both h_t and the next step); GRU with linear_before_reset=0 needs a
-    second matmul for (r * h) @ Rh^T.
+    second matmul for (r * h) @ Rh^T; RNN needs one (matmul, add and activation).
     """
     seq_len = 6
     model, feeds = _rnn_model(
@@ -516,7 +616,7 @@ def test_compiled_graph_shape(op, attrs, per_step):
     )
     kernels = _fused_kernels(model, feeds)
     matmuls = [k for k in kernels if "matmul" in k]
-    matmuls_per_step = 1 if per_step == 2 or op == "LSTM" else 2
+    matmuls_per_step = 2 if op == "GRU" and not attrs["linear_before_reset"] else 1
     assert len(matmuls) == 2 * (1 + matmuls_per_step * seq_len), kernels
     # Everything else: the per-direction state and time splits and the final Y assembly.
     assert len(kernels) <= 2 * per_step * seq_len + 2 * 4 + 2, kernels

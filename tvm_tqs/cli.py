@@ -288,8 +288,10 @@ def _cmd_rollout(args) -> int:
     from .contract import METADATA_KEY
     from .frontend.load import import_onnx, read_onnx, require_rollout_spec
 
-    proto, source = read_onnx(args.model)
-    mod = import_onnx(proto, _input_shapes(args), source, rollout=args.rollout)
+    with _progress(args) as progress:
+        progress(0, 1, "importing")
+        proto, source = read_onnx(args.model)
+        mod = import_onnx(proto, _input_shapes(args), source, rollout=args.rollout)
     spec = require_rollout_spec(mod, source)
     if args.rollout:
         origin = f"from --rollout {args.rollout}"
@@ -541,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "rollout", "print the rollout contract in use (attached, inferred or --rollout)")
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="print only the contract's JSON")
+    _add_progress_args(p)
     p.set_defaults(func=_cmd_rollout)
 
     p = _sub(sub, "targets", "list the registered hardware targets")

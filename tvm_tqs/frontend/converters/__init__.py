@@ -9,9 +9,9 @@ from __future__ import annotations
 from tvm.relax.frontend.onnx import onnx_frontend as _onnx_frontend
 
 from .dft import DFT
-from .rnn import GRU, LSTM
+from .rnn import GRU, LSTM, RNN
 
-CONVERTERS: dict[str, type] = {"LSTM": LSTM, "GRU": GRU, "DFT": DFT}
+CONVERTERS: dict[str, type] = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN, "DFT": DFT}
 
 
 def install() -> None:

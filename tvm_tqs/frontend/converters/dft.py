@@ -17,16 +17,27 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter, get_constant
 from .onnx_node import invalid_attribute, node_label, unsupported_attribute
 
 
-def _constant_int(label: str, name: str, expr: relax.Expr | None, params) -> int | None:
-    """The value of an optional scalar integer input, which must be a constant."""
+def _constant_int(label: str, name: str, expr: relax.Expr | None, params, example: int) -> int | None:
+    """The value of an optional scalar integer input, which must be a constant.
+
+    A constant is an initializer, a Constant node, or shape arithmetic that `tvm_tqs.load` folds
+    once the input shapes are static; a graph input is refused with the way to bind it.
+    """
     if expr is None:
         return None
     expr = get_constant(expr, params)
     if not isinstance(expr, tvm.ir.GenericConst):
+        source = f"the graph input '{expr.name}'" if isinstance(expr, relax.Var) else "computed at run time"
+        tensor = expr.name if isinstance(expr, relax.Var) else name
         raise unsupported_attribute(
             label,
-            f"a non-constant input '{name}'",
-            "the DFT matrix is built at import time, so it must be a constant",
+            f"a non-constant input '{name}' ({source})",
+            f"the DFT matrix and the output shape are built at import time, so '{name}' must be a "
+            f"constant. Bind it in the ONNX model before loading: add an int64 scalar initializer named "
+            f"'{tensor}' holding its value, e.g. model.graph.initializer.append("
+            f"onnx.numpy_helper.from_array(numpy.array({example}, numpy.int64), '{tensor}')) "
+            f"(the graph input of that name may stay: the initializer binds it), or produce it with a "
+            f"Constant node",
         )
     value = expr.value.numpy()
     if value.size != 1:
@@ -99,7 +110,7 @@ class DFT(OnnxOpConverter):
     @classmethod
     def _impl_v20(cls, bb, inputs, attr, params):
         cls._check_attrs(attr, ("inverse", "onesided"))  # axis became an input
-        axis = _constant_int(node_label("DFT", attr), "axis", inputs[2], params)
+        axis = _constant_int(node_label("DFT", attr), "axis", inputs[2], params, example=-2)
         return cls._convert(bb, inputs[0], inputs[1], -2 if axis is None else axis, attr, params)
 
     @staticmethod
@@ -147,7 +158,7 @@ class DFT(OnnxOpConverter):
                 label, "onesided=1, inverse=1 with real input", "IRFFT takes complex input"
             )
 
-        length = _constant_int(label, "dft_length", dft_length, params)
+        length = _constant_int(label, "dft_length", dft_length, params, example=n)
         if length is None:
             length = 2 * (n - 1) if inverse and onesided else n
         if length < 1:

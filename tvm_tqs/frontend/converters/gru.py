@@ -14,8 +14,9 @@ from .rnn_unroll import (
     initial_states,
     project_inputs,
     split_gates,
+    step_masks,
     time_major,
-    time_order,
+    unroll,
 )
 from .rnn_weights import (
     add_weights,
@@ -60,6 +61,7 @@ class GRU(OnnxOpConverter):
         x = time_major(bb, cfg, inputs[0])
         w, r, b = (as_weight(inputs[i]) for i in (1, 2, 3))
         h0s = initial_states(bb, cfg, inputs[5])
+        masks = step_masks(bb, cfg)
 
         ys, hs = [], []
         for d, reverse in enumerate(cfg.reverse):
@@ -90,11 +92,12 @@ class GRU(OnnxOpConverter):
                         weight_expr(transpose_weight(weight_rows(r_d, 2 * hidden, 3 * hidden)), cfg.dtype)
                     ),
                 ]
-            h = h0s[d]
-            y = [None] * cfg.seq_len
-            for t in time_order(cfg, reverse):
-                h = cls._step(bb, cfg, cfg.activations[d], xw[t], r_t, rb_h, linear_before_reset, h)
-                y[t] = h
+            acts = cfg.activations[d]
+
+            def step(t, states, xw=xw, r_t=r_t, rb_h=rb_h, acts=acts):
+                return (cls._step(bb, cfg, acts, xw[t], r_t, rb_h, linear_before_reset, states[0]),)
+
+            y, (h,) = unroll(bb, cfg, masks, reverse, step, (h0s[d],))
             ys.append(y)
             hs.append(h)
         return assemble_outputs(bb, cfg, ys, [hs], attr["tvm_custom"]["num_outputs"])

@@ -14,8 +14,9 @@ from .rnn_unroll import (
     initial_states,
     project_inputs,
     split_gates,
+    step_masks,
     time_major,
-    time_order,
+    unroll,
 )
 from .rnn_weights import add_weights, as_weight, take_weight, transpose_weight, weight_expr, weight_rows
 
@@ -55,6 +56,7 @@ class LSTM(OnnxOpConverter):
         w, r, b, p = (as_weight(inputs[i]) for i in (1, 2, 3, 7))
         h0s = initial_states(bb, cfg, inputs[5])
         c0s = initial_states(bb, cfg, inputs[6])
+        masks = step_masks(bb, cfg)
 
         ys, hs, cs = [], [], []
         for d, reverse in enumerate(cfg.reverse):
@@ -71,11 +73,12 @@ class LSTM(OnnxOpConverter):
                     bb.normalize(weight_expr(weight_rows(p_d, k * hidden, (k + 1) * hidden), cfg.dtype))
                     for k in range(3)
                 ]
-            h, c = h0s[d], c0s[d]
-            y = [None] * cfg.seq_len
-            for t in time_order(cfg, reverse):
-                h, c = cls._step(bb, cfg, cfg.activations[d], xw[t][0], r_t, peep, input_forget, h, c)
-                y[t] = h
+            acts = cfg.activations[d]
+
+            def step(t, states, xw=xw, r_t=r_t, peep=peep, acts=acts):
+                return cls._step(bb, cfg, acts, xw[t][0], r_t, peep, input_forget, *states)
+
+            y, (h, c) = unroll(bb, cfg, masks, reverse, step, (h0s[d], c0s[d]))
             ys.append(y)
             hs.append(h)
             cs.append(c)

@@ -1,4 +1,4 @@
-"""Reading and validating an ONNX LSTM/GRU node: attributes, input shapes, ``sequence_lens``."""
+"""Reading and validating an ONNX LSTM/GRU/RNN node: attributes, input shapes, ``sequence_lens``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .rnn_activations import Activation, parse_activations
 
 @dataclass
 class RNNConfig:
-    """What an LSTM/GRU node asks for, validated."""
+    """What an LSTM/GRU/RNN node asks for, validated."""
 
     label: str  # names the node in errors
     dtype: str
@@ -27,6 +27,8 @@ class RNNConfig:
     reverse: list[bool]  # one flag per direction, forward first
     clip: float | None
     activations: list[list[Activation]]  # per direction, in ONNX order
+    # None (no masking), constant lengths (numpy) or a runtime input (relax), see `_sequence_lens`
+    seq_lens: np.ndarray | relax.Expr | None = None
 
 
 def _static_dims(label: str, name: str, expr: relax.Expr) -> list:
@@ -36,26 +38,40 @@ def _static_dims(label: str, name: str, expr: relax.Expr) -> list:
     return [int(v) if isinstance(v, tvm.tirx.IntImm) else v for v in shape.values]
 
 
-def _check_sequence_lens(label: str, seq_lens: relax.Expr | None, seq_len: int, params) -> None:
-    """Accept ``sequence_lens`` only when it cannot change the result of a full-length unroll."""
+def _sequence_lens(
+    label: str, seq_lens: relax.Expr | None, seq_len: int, batch, params
+) -> np.ndarray | relax.Expr | None:
+    """``sequence_lens`` as the unroll needs it: None when it cannot change a full-length unroll.
+
+    A constant whose entries all equal the sequence length (or an absent input) is None, so the
+    graph is exactly the unmasked one; any other constant comes back as a numpy array, a runtime
+    (graph) input as the relax expression, both to be masked step by step (`rnn_unroll.step_masks`).
+    """
     if seq_lens is None:
-        return
+        return None
     seq_lens = get_constant(seq_lens, params)
-    if not isinstance(seq_lens, tvm.ir.GenericConst):
-        raise unsupported_attribute(
-            label,
-            "a non-constant input 'sequence_lens'",
-            f"the recurrence is unrolled over the static sequence length {seq_len}, so per-batch "
-            "lengths cannot be honoured; drop the input or make it a constant equal to the sequence length",
+    dtype = str(seq_lens.ty.dtype)
+    if not dtype.startswith(("int", "uint")):
+        raise invalid_attribute(label, f"input 'sequence_lens' of dtype {dtype}", "expected int32")
+    if isinstance(seq_lens, tvm.ir.GenericConst):
+        lens = seq_lens.value.numpy()
+        if lens.shape != (batch,) and not (lens.ndim == 1 and not isinstance(batch, int)):
+            raise invalid_attribute(
+                label, f"input 'sequence_lens' of shape {list(lens.shape)}", f"expected [{batch}] (the batch)"
+            )
+        if np.any(lens < 0) or np.any(lens > seq_len):
+            raise invalid_attribute(
+                label,
+                f"input 'sequence_lens' = {lens.tolist()}",
+                f"every length must lie in [0, {seq_len}] (the sequence length of X)",
+            )
+        return None if np.all(lens == seq_len) else lens.astype(np.int64)
+    dims = _static_dims(label, "sequence_lens", seq_lens)
+    if len(dims) != 1 or (isinstance(dims[0], int) and isinstance(batch, int) and dims[0] != batch):
+        raise invalid_attribute(
+            label, f"input 'sequence_lens' of shape {dims}", f"expected [{batch}] (the batch)"
         )
-    lens = seq_lens.value.numpy()
-    if not np.all(lens == seq_len):
-        raise unsupported_attribute(
-            label,
-            f"input 'sequence_lens' = {lens.tolist()}",
-            f"the recurrence is unrolled over the static sequence length {seq_len}; only lengths "
-            "all equal to it are supported",
-        )
+    return seq_lens
 
 
 def parse_node(
@@ -106,7 +122,7 @@ def parse_node(
             label, f"R of shape {r_dims}", f"expected [{len(reverse)}, {num_gates * hidden}, {hidden}]"
         )
 
-    _check_sequence_lens(label, inputs[4], seq_len, params)
+    seq_lens = _sequence_lens(label, inputs[4], seq_len, batch, params)
 
     clip = attr.get("clip")
     if clip is not None:
@@ -124,6 +140,7 @@ def parse_node(
         reverse=reverse,
         clip=clip,
         activations=parse_activations(label, attr, default_activations, len(reverse), dtype),
+        seq_lens=seq_lens,
     )
 
 

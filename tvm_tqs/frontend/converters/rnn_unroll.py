@@ -1,4 +1,5 @@
-"""Graph building shared by the LSTM and GRU converters: layout, states, projection, gates, outputs.
+"""Graph building shared by the LSTM, GRU and RNN converters: layout, states, projection, gates,
+``sequence_lens`` masking, the unrolled loop, outputs.
 
 States travel as ``[1, batch, hidden]`` tensors: the ONNX state layout is ``[num_directions, batch,
 hidden]``, so splitting the initial state, concatenating the final states and stacking the step
@@ -7,12 +8,13 @@ outputs into ``Y`` need no per-step reshape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax
 
-from .rnn_activations import Activation
+from .rnn_activations import Activation, scalar_const
 from .rnn_config import RNNConfig
 from .rnn_weights import Weight, as_weight, transpose_weight, weight_expr
 
@@ -113,6 +115,102 @@ def activate(bb: relax.BlockBuilder, cfg: RNNConfig, func: Activation, x: relax.
 
 def time_order(cfg: RNNConfig, reverse: bool) -> range:
     return range(cfg.seq_len - 1, -1, -1) if reverse else range(cfg.seq_len)
+
+
+@dataclass
+class StepMasks:
+    """Which batch rows each time step updates, from ``sequence_lens``.
+
+    ``per_step[t]`` is True (every row: no mask), False (no row: the step is skipped) or a bool
+    ``[1, batch, 1]`` tensor ``t < sequence_lens``. ``nonempty`` is the bool ``[1, batch, 1]`` tensor
+    ``sequence_lens > 0``, or None when no row can be empty.
+    """
+
+    per_step: list
+    nonempty: relax.Expr | None
+
+
+def step_masks(bb: relax.BlockBuilder, cfg: RNNConfig) -> StepMasks | None:
+    """The per-step masks of a node with ``sequence_lens``; None when there is nothing to mask.
+
+    Row ``b`` takes steps ``t < sequence_lens[b]``: in the forward direction its state freezes after
+    its last step, in the reverse direction it stays at the initial state until step
+    ``sequence_lens[b] - 1``, so the reverse pass reads that row's own steps reversed (ONNX's
+    definition). Constant lengths give constant masks, and steps every row (or no row) takes need
+    none. Runtime lengths outside ``[0, seq_len]`` cannot be refused: above ``seq_len`` acts as
+    ``seq_len``, below 0 as 0 (onnxruntime raises an error for both).
+    """
+    lens = cfg.seq_lens
+    if lens is None:
+        return None
+    if isinstance(lens, np.ndarray):
+        per_step = []
+        for t in range(cfg.seq_len):
+            keep = t < lens
+            per_step.append(
+                bool(keep.all()) if keep.all() or not keep.any() else relax.const(keep.reshape(1, -1, 1))
+            )
+        nonempty = None if (lens > 0).all() else relax.const((lens > 0).reshape(1, -1, 1))
+        return StepMasks(per_step, nonempty)
+    dtype = str(lens.ty.dtype)
+    rows = bb.emit(relax.op.expand_dims(lens, [0, 2]))  # [1, batch, 1]
+    per_step = [bb.emit(relax.op.less(relax.const(t, dtype), rows)) for t in range(cfg.seq_len)]
+    nonempty = bb.emit(relax.op.greater(rows, relax.const(0, dtype)))
+    return StepMasks(per_step, nonempty)
+
+
+Step = Callable[[int, tuple], tuple]
+
+
+def unroll(
+    bb: relax.BlockBuilder,
+    cfg: RNNConfig,
+    masks: StepMasks | None,
+    reverse: bool,
+    step: Step,
+    states: tuple,
+) -> tuple[list[relax.Expr], tuple]:
+    """Run one direction of the recurrence over time.
+
+    Parameters
+    ----------
+    masks : StepMasks or None
+        From `step_masks`; None runs every step on every row (the graph has no mask ops at all).
+    step : callable
+        ``step(t, states) -> new states``; ``states[0]`` is the hidden state, which is also the
+        step's output. A state of None is a zero state.
+    states : tuple
+        The initial states.
+
+    Returns
+    -------
+    (list of relax.Expr, tuple)
+        The step outputs in time order (zero where a row is past its length, as ONNX defines ``Y``)
+        and the final states (zero for a row of length 0, as onnxruntime gives them).
+    """
+    op = relax.op
+    zero = scalar_const(0.0, cfg.dtype)
+    y = [None] * cfg.seq_len
+    for t in time_order(cfg, reverse):
+        keep = True if masks is None else masks.per_step[t]
+        if keep is False:
+            y[t] = bb.emit(op.zeros(relax.ShapeExpr([1, cfg.batch, cfg.hidden]), cfg.dtype))
+            continue
+        new = step(t, states)
+        if keep is True:
+            states = new
+            y[t] = new[0]
+            continue
+        y[t] = bb.emit(op.where(keep, new[0], zero))
+        states = tuple(
+            bb.emit(op.where(keep, n, zero if s is None else s)) for n, s in zip(new, states, strict=True)
+        )
+    if masks is not None:
+        shape = relax.ShapeExpr([1, cfg.batch, cfg.hidden])
+        states = tuple(bb.emit(op.zeros(shape, cfg.dtype)) if s is None else s for s in states)
+        if masks.nonempty is not None:
+            states = tuple(bb.emit(op.where(masks.nonempty, s, zero)) for s in states)
+    return y, states
 
 
 def assemble_outputs(
