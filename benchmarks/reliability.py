@@ -23,6 +23,7 @@ in benchmarks/results/reliability/.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,10 +33,11 @@ from common import RESULTS, card_of, command_line, machine_env, per_model, selec
 
 import tvm_tqs
 from tvm_tqs.planning import PlanningProblem
-from tvm_tqs.reliability import Series, evaluate, standardize, volatility, windows
+from tvm_tqs.reliability import ReliabilityTable, Series, evaluate, standardize, volatility, windows
 from tvm_tqs.solver import Budget
 
 HORIZON = 96
+BATCH = 32  # rows per compiled call: the test windows run in chunks of it
 WINDOWS = 256
 CALIBRATION = 64
 SPLITS = {"ETTh1": (8640, 11520, 14400)}  # the zoo's protocol (benchmarks/zoo/data.py)
@@ -84,7 +86,7 @@ def run_model(path: Path, n_windows: int, budget: str, png_dir: Path) -> dict:
     test = windows(values, series.times, val_end, test_end, spec.lookback, HORIZON, n_windows)
     cal = calibration_sets(values[:train_end], series.times[:train_end], spec.lookback)
     if budget is None:  # halfway between the all-int4 and the all-int8 size: feasible, and a real choice
-        problem = PlanningProblem.from_model(str(path), "x86")
+        problem = PlanningProblem.from_model(str(path), "x86", batch=BATCH)  # folded states scale with it
         sizes = [problem.totals(problem.uniform(p))["size_bytes"] for p in ("int4", "int8")]
         budget = Budget(size_bytes=sum(sizes) / 2)
     t0 = time.perf_counter()
@@ -101,7 +103,7 @@ def run_model(path: Path, n_windows: int, budget: str, png_dir: Path) -> dict:
     variants, plans = {}, {}
     for name, job in jobs.items():
         t = time.perf_counter()
-        compiled = tvm_tqs.compile(str(path), target="x86", batch=32, tqs_report=report, **job)
+        compiled = tvm_tqs.compile(str(path), target="x86", batch=BATCH, tqs_report=report, **job)
         timings[f"compile {name}_s"] = time.perf_counter() - t
         plans[name] = {str(s.site): s.precision for s in compiled.plan.sites if len(s.options) > 1}
         variants[name] = (lambda c: lambda x: c.rollout(x, HORIZON))(compiled)
@@ -164,6 +166,24 @@ def markdown(results: list[dict], command: str, env: dict) -> str:
         wins = [r["model"] for r in results if r["no_worse_than"][key]]
         free, cal = key.split(" vs ")
         lines.append(f"- {free} (data-free) no worse than {cal}: {len(wins)}/{len(results)} models")
+    pairs = [(free, cal) for free in DATA_FREE for cal in CALIBRATED]
+    lines += [
+        "",
+        "Worst-group MSE of each data-free plan relative to each calibrated one (negative: the data-free plan is "
+        "better), then the same for the largest gap to fp32 over all groups (in points of %):",
+        "",
+        "| model | "
+        + " | ".join(f"{f} vs {c}: worst MSE" for f, c in pairs)
+        + " | "
+        + " | ".join(f"{f} vs {c}: largest gap" for f, c in pairs)
+        + " |",
+        "|---|" + "---|" * (2 * len(pairs)),
+    ]
+    for r in results:
+        s = r["table"]["summary"]
+        worst = [f"{100 * (s[f]['worst_mse'] / s[c]['worst_mse'] - 1):+.2f}%" for f, c in pairs]
+        gaps = [f"{100 * (s[f]['max_gap'] - s[c]['max_gap']):+.2f}" for f, c in pairs]
+        lines.append(f"| {r['model']} | " + " | ".join(worst + gaps) + " |")
     lines += [
         "",
         "## Budget and time per model (s)",
@@ -189,7 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         help="size budget of every quantized variant (default: halfway between all-int4 and all-int8)",
     )
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--merge", action="store_true", help="keep the results of models not run this time")
+    ap.add_argument(
+        "--render", action="store_true", help="only rewrite the Markdown and PNGs from the JSON in --out"
+    )
     args = ap.parse_args(argv)
+    if args.render:
+        payload = json.loads((Path(args.out) / "reliability.json").read_text())
+        for r in payload["results"]:
+            ReliabilityTable.from_dict(r["table"]).write_png(
+                Path(args.out) / "reliability" / f"{r['model']}.png"
+            )
+        md = markdown(payload["results"], payload["command"], payload["env"])
+        write_results(args.out, "reliability", payload, md)
+        return 0
     paths = [p for p in selected_models(args.models) if p.with_suffix(".json").exists()]
     out = Path(args.out)
     env, command = machine_env(), command_line("reliability.py")
@@ -202,15 +235,22 @@ def main(argv: list[str] | None = None) -> int:
             "budget": args.budget,
             "results": results,
         }
+        results = sorted(results, key=lambda r: r["model"])
+        payload["results"] = results
         write_results(out, "reliability", payload, markdown(results, command, env), failures)
 
     done: list[dict] = []
-    results, failures = per_model(
+    if args.merge and (out / "reliability.json").exists():  # keep the other models' results
+        names = {p.stem for p in paths}
+        previous = json.loads((out / "reliability.json").read_text())
+        done = [r for r in previous["results"] if r["model"] not in names]
+        command = f"{previous['command']}; then {command}"
+    _, failures = per_model(
         paths,
         lambda p: run_model(p, args.windows, args.budget, out / "reliability"),
         lambda r: (done.append(r), save(done, {})),
     )
-    save(results, failures)
+    save(done, failures)
     return 0
 
 

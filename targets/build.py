@@ -154,7 +154,8 @@ def export(
         kernel and fallback reasons).
     overwrite : bool
         Replace an existing artifact at ``path`` (the old one is removed only after the new one is
-        in place).
+        in place). Only an artifact directory (with ``plan.json``) or an empty directory is replaced;
+        a file or another directory raises FileExistsError.
     extra : mapping, optional
         More files for the directory, ``{file name: JSON-able object, or str for a text file}`` (written
         with the rest, so they are part of the all-or-nothing artifact).
@@ -165,6 +166,12 @@ def export(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    if overwrite and path.exists() and not _replaceable(path):
+        # overwrite= replaces an artifact; it never deletes a user's file or directory of other things
+        raise FileExistsError(
+            f"{path} exists and is not an artifact directory (a file, or a non-empty directory without "
+            f"{PLAN}): not replacing it"
+        )
     library, kwargs = LIBRARY, {}
     if spec.cross_compiler:
         if shutil.which(spec.cross_compiler):
@@ -179,9 +186,11 @@ def export(
         "tvm_target": spec.tvm_target,
         "tvm_version": tvm.__version__,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    created = _missing_ancestors(path.parent)
+    tmp = old = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         executable.export_library(str(tmp / library), **kwargs)
         for name, content in {PLAN: meta, **(extra or {})}.items():
             with open(tmp / name, "w") as f:
@@ -191,17 +200,52 @@ def export(
                 json.dump(content, f, indent=1, sort_keys=True)
                 f.write("\n")
         os.chmod(tmp, 0o755)
-        old = None
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = path.parent / f".{path.name}.old.{os.getpid()}"
             os.replace(path, old)
         os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        tmp = None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:  # the new artifact did not land: put the old one back
+                try:
+                    os.replace(old, path)
+                except OSError:
+                    pass  # keep it beside the path rather than lose it
+                old = None
+        for d in reversed(created):  # directories made for this artifact, if still empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise
+    finally:
+        if old is not None:
+            _remove(old)
     return path
+
+
+def _replaceable(path: Path) -> bool:
+    """An earlier artifact (a directory with plan.json) or an empty directory."""
+    return path.is_dir() and not path.is_symlink() and ((path / PLAN).is_file() or not any(path.iterdir()))
+
+
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """`directory` and its parents that do not exist yet, outermost first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing[::-1]
+
+
+def _remove(path: Path) -> None:
+    """Remove a replaced artifact: a directory, or a file or link that stood at the path."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load(path: str | os.PathLike, device: Any = None) -> tuple[relax.VirtualMachine, dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TQSError
+from .errors import ExportError, TQSError
 from .plan import Plan
 from .rollout import RolloutSpec
 
@@ -97,7 +97,27 @@ class CompiledModel:
             raise TQSError(
                 f"the model takes {len(call.dtypes)} inputs ({[n for n, _, _ in self.inputs]}); got {len(inputs)}"
             )
-        return call(*inputs)
+        try:
+            return call(*inputs)
+        except (ValueError, TypeError, RuntimeError) as err:  # TVM's shape checks, numpy's conversions
+            problem = self._input_problem(inputs)
+            if problem is None:
+                raise
+            raise TQSError(problem) from err
+
+    def _input_problem(self, inputs) -> str | None:
+        """Which input does not fit the model's signature, and how (checked only after a failed call, so the
+        lean path pays nothing)."""
+        for x, (name, shape, dtype) in zip(inputs, self.inputs, strict=False):
+            try:
+                array = np.asarray(x)
+            except (ValueError, TypeError) as err:
+                return f"input '{name}' is not an array: {err}"
+            if list(array.shape) != list(shape):
+                return f"input '{name}' must have shape {list(shape)} ({dtype}), got {list(array.shape)}"
+            if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+                return f"input '{name}' must be real numbers convertible to {dtype}, got dtype {array.dtype}"
+        return None
 
     def run_named(self, feeds: dict) -> dict:
         """Run `main` once on ``{input name: array}`` (ONNX names); returns ``{output name: array}``."""
@@ -124,7 +144,17 @@ class CompiledModel:
         spec = self.rollout_spec
         if spec is None:
             raise TQSError("this model has no rollout contract (RolloutSpec); use run()")
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise TQSError(f"rollout() horizon must be a positive integer (time steps), got {horizon!r}")
+        try:
+            context = np.asarray(context)
+        except (ValueError, TypeError) as err:
+            raise TQSError(f"rollout() context must be an array [batch, lookback, channels]: {err}") from None
+        if not np.issubdtype(context.dtype, np.number) or np.iscomplexobj(context):
+            raise TQSError(f"rollout() context must be real numbers, got dtype {context.dtype}")
         spec.check_context(context)
+        if len(context) == 0:
+            raise TQSError("rollout() context holds no window (batch 0)")
         sigs = {n: (tuple(s), d) for n, s, d in self.inputs}
         window_dtype = sigs[spec.window_input][1]
         b = sigs[spec.window_input][0][0]
@@ -174,11 +204,38 @@ class CompiledModel:
         """Write ``directory/`` = ``model.so`` (built for the target, cross-linked when needed),
         ``plan.json`` (quantize report + the plan), ``report.json`` (plan, TQS, latency, trace) and
         ``report.html`` (rendered from report.json); all or nothing (a temporary directory renamed into
-        place)."""
+        place). Raises `ExportError` (naming the path) when it cannot be written."""
         from .report.html import render
         from .targets.build import export
 
         meta = {**self.quantize_report, "solved_plan": self.plan.to_dict()}
         report = self.report_data()
         extra = {REPORT: report, REPORT_HTML: render(report)}
-        return export(self.executable, directory, self.target, meta, overwrite=overwrite, extra=extra)
+        try:
+            return export(self.executable, directory, self.target, meta, overwrite=overwrite, extra=extra)
+        except OSError as err:  # exists, not writable, read-only or full disk: nothing partial is left
+            where = f" ('{err.filename}')" if err.filename else ""
+            detail = f"{err.strerror}{where}" if err.strerror else str(err)
+            raise ExportError(f"cannot write the artifact to '{directory}': {detail}") from None
+
+
+def check_export_path(directory: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise `ExportError` now if `export(directory, overwrite)` could not write there (the CLI calls it
+    before minutes of work): an existing path without `overwrite`, a file or a directory that is not an
+    artifact (`export` never replaces those), or an ancestor that is a file or is not writable."""
+    path = Path(directory)
+    if path.exists() and not overwrite:
+        raise ExportError(f"'{directory}' exists (pass --overwrite / overwrite=True to replace it)")
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"'{directory}' is a file, not an artifact directory: not replacing it")
+    if path.is_dir() and not (path / "plan.json").is_file() and any(path.iterdir()):
+        raise ExportError(
+            f"'{directory}' is a non-empty directory that is not an artifact (no plan.json): not replacing it"
+        )
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write '{directory}': '{parent}' is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write '{directory}': '{parent}' is not writable")

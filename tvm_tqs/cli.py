@@ -8,11 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+from .artifact import check_export_path
 from .errors import MeasurementError, TQSError
 from .io import write_text_atomic
 from .options import ERROR_MODELS
 from .precision import PRECISION_ORDER
-from .progress import ProgressBars
+from .progress import Interrupts, ProgressBars
 from .quantizers import QUANTIZERS
 from .solver import SOLVER_METHODS
 
@@ -90,7 +91,7 @@ def _cmd_targets(args) -> int:
 
 
 def _progress(args) -> ProgressBars:
-    return ProgressBars(not args.quiet and (args.progress or sys.stderr.isatty()))
+    return ProgressBars(not args.quiet and (args.progress or sys.stderr.isatty()), _INTERRUPTS)
 
 
 def _cmd_score(args) -> int:
@@ -109,7 +110,7 @@ def _cmd_score(args) -> int:
         report = score(
             args.model,
             horizon=args.horizon,
-            seeds=None if contexts is not None and args.seeds is None else (args.seeds or 8),
+            seeds=(None if contexts is not None else 8) if args.seeds is None else args.seeds,
             mode=args.mode,
             contexts=contexts,
             eps=args.eps,
@@ -123,6 +124,7 @@ def _cmd_score(args) -> int:
             path=args.path,
         )
     if args.out:
+        _INTERRUPTS.check()
         write_text_atomic(args.out, report.to_json(indent=1))
     if args.json:
         print(report.to_json(indent=1))
@@ -154,10 +156,9 @@ def _cmd_compile(args) -> int:
         try:
             with open(args.plan) as f:
                 plan = json.load(f)
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # ValueError: invalid JSON or not text at all
             raise TQSError(f"cannot read --plan '{args.plan}' as JSON: {err}") from None
-    if os.path.exists(args.out) and not args.overwrite:  # before minutes of work, not after
-        raise TQSError(f"--out '{args.out}' exists (pass --overwrite to replace it)")
+    check_export_path(args.out, args.overwrite)  # before minutes of work, not after
     with _progress(args) as progress:
         compiled = _compile_args(args, plan, progress)
         progress(0, 1, "exporting")
@@ -563,24 +564,37 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = str(example_model())
     from .native_log import native_log_hidden
-    from .solver import InfeasibleBudgetError
 
     try:
-        with native_log_hidden(not args.verbose):
+        with _INTERRUPTS, native_log_hidden(not args.verbose):
             return args.func(args)
-    except InfeasibleBudgetError as err:
+    except BaseException as err:  # noqa: BLE001 - mapped to an exit code below, or raised again
+        # A Ctrl-C inside a TVM pass reaches us wrapped in whatever the FFI makes of it (a bare
+        # RuntimeError, a TVMError, or our own error around the importer's): the signal decides.
+        if isinstance(err, KeyboardInterrupt) or (_INTERRUPTS.seen and not isinstance(err, SystemExit)):
+            print(f"tvm-tqs {args.command}: interrupted", file=sys.stderr)
+            return 130
+        code = _exit_code(err)
+        if code is None:
+            raise
         print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
-        return 3
-    except MeasurementError as err:
-        print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
-        return 4
-    except TQSError as err:
-        print(f"tvm-tqs {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tvm-tqs {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return code
 
+
+def _exit_code(err: BaseException) -> int | None:
+    """The documented exit code of an error (EXIT_CODES); None for a bug (let the traceback show)."""
+    from .solver import InfeasibleBudgetError
+
+    if isinstance(err, InfeasibleBudgetError):
+        return 3
+    if isinstance(err, MeasurementError):
+        return 4
+    if isinstance(err, (TQSError, OSError)):  # OSError: a file that cannot be read or written
+        return 2
+    return None
+
+
+_INTERRUPTS = Interrupts()  # Ctrl-C, remembered: TVM may swallow the KeyboardInterrupt
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -97,9 +97,12 @@ class SyntheticContexts:
 
 def validate_contexts(spec: RolloutSpec, contexts, count: int | None = None) -> np.ndarray:
     """User contexts as float32 ``[S, lookback, channels]``; a clear error names the input and shape."""
-    array = np.asarray(contexts)
-    if not np.issubdtype(array.dtype, np.number):
-        raise RolloutSpecError(f"contexts must be numeric, got dtype {array.dtype}")
+    try:
+        array = np.asarray(contexts)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise RolloutSpecError(f"contexts must be an array [S, lookback, channels]: {err}") from None
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise RolloutSpecError(f"contexts must be real numbers, got dtype {array.dtype}")
     spec.check_context(array)
     if array.shape[0] < 1:
         raise RolloutSpecError(f"contexts for input '{spec.window_input}' must hold at least one window")

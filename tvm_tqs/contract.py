@@ -362,6 +362,8 @@ class RolloutSpec:
                 text = f.read()
         except OSError as err:
             raise RolloutSpecError(f"cannot read rollout spec file '{path}': {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise RolloutSpecError(f"rollout spec file '{path}' is not a text (JSON) file") from None
         try:
             return cls.from_json(text)
         except RolloutSpecError as err:

@@ -34,3 +34,8 @@ class RolloutSpecError(TQSError):
 
 class MeasurementError(TQSError):
     """Latency could not be measured on the target (runner unreachable, the device could not run it)."""
+
+
+class ExportError(TQSError):
+    """The artifact directory cannot be written (the path exists, is not writable, or the disk is full);
+    nothing partial is left behind."""

@@ -12,6 +12,7 @@ from .errors import TQSError
 from .precision import INT4_GROUP, PRECISION_ORDER, PRECISIONS
 from .quantizers import QUANTIZERS, rtn
 from .solver import SOLVER_METHODS, Budget
+from .tqs import MAX_HORIZON, MAX_SEEDS
 
 Progress = Callable[[int, int, str], None]
 ERROR_MODELS = ("cross", "independent")  # docs/error_model.md
@@ -45,6 +46,8 @@ class CompileOptions:
     def __post_init__(self):
         if self.plan is not None and self.uniform is not None:
             raise TQSError("compile() takes either plan= or uniform=, not both")
+        if self.plan is not None and not isinstance(self.plan, Mapping):
+            raise TQSError(f"plan must be a mapping {{site: precision}}, not {type(self.plan).__name__}")
         if self.uniform is not None and self.uniform not in PRECISIONS:
             raise TQSError(
                 f"uniform precision must be one of {', '.join(PRECISION_ORDER)}, got {self.uniform!r}"
@@ -73,6 +76,9 @@ class CompileOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise TQSError(f"compile() option {name} must be a positive integer, got {value!r}")
+        for name, most in (("horizon", MAX_HORIZON), ("seeds", MAX_SEEDS)):
+            if getattr(self, name) > most:
+                raise TQSError(f"compile() option {name} must be <= {most}, got {getattr(self, name)}")
         if self.tqs_report is not None and getattr(self.tqs_report, "mode", "weight") != "weight":
             raise TQSError(
                 f"tqs_report must be a weight-mode report (tvm_tqs.score(mode='weight')), got mode {self.tqs_report.mode!r}"

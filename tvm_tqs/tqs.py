@@ -37,6 +37,10 @@ from .tqs_stats import (  # noqa: F401 (re-exported)
 )
 
 DEFAULT_EPS = 1e-3
+# Upper bounds that keep a typo (horizon=10**9) from allocating gigabytes or running for hours: TQS horizons
+# are hundreds of steps and seeds tens (docs/reliability.md).
+MAX_HORIZON = 100_000
+MAX_SEEDS = 10_000
 DEFAULT_BURN_IN_CALLS = 4  # free-running calls from the synthetic contexts (docs/tqs.md: why)
 
 Progress = Callable[[int, int, str], None]
@@ -80,6 +84,13 @@ class ScoreSettings:
             raise TQSError(f"path must be 'auto', 'rows' or 'calls', got {self.path!r}")
         if self.mode not in MODES:
             raise TQSError(f"mode must be one of {MODES}, got {self.mode!r}")
+        _check_int("horizon", self.horizon, 1, MAX_HORIZON)
+        if self.seeds is not None:
+            _check_int("seeds", self.seeds, 1, MAX_SEEDS)
+        if self.batch is not None:
+            _check_int("batch", self.batch, 2, None, "(a reference row and a perturbed row)")
+        if self.burn_in_calls is not None:
+            _check_int("burn_in_calls", self.burn_in_calls, 0, MAX_HORIZON)
         if self.horizon < 1:
             raise TQSError(f"horizon must be >= 1, got {self.horizon}")
         if not self.eps > 0:
@@ -96,6 +107,16 @@ class ScoreSettings:
         self.linearity_replicates = (
             min(self.linearity_seeds, self.seeds or len(self.contexts)) if self.linearity else 0
         )
+
+
+def _check_int(name: str, value, low: int, high: int | None, why: str = "") -> None:
+    """`value` is an integer in [low, high]; the error names the option and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TQSError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise TQSError(f"{name} must be >= {low}{' ' + why if why else ''}, got {value}")
+    if high is not None and value > high:
+        raise TQSError(f"{name} must be <= {high}, got {value}")
 
 
 def score(

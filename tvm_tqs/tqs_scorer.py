@@ -86,6 +86,7 @@ class TQSScorer:
     def __init__(self, settings: ScoreSettings):
         self.settings = settings
         self.spec = None  # the rollout contract, once the model is read
+        self.source = "the model"
         self.runner = None  # tqs_paths.RowsPath or CallsPath
         self.path_reason: str | None = None  # why the calls path runs
 
@@ -151,6 +152,7 @@ class TQSScorer:
 
         s = self.settings
         proto, source, self.spec = _read_model(model, s.rollout, s.input_shapes)
+        self.source = source
         user_ctx = None
         if s.contexts is not None:
             # Refused before anything is compiled: compiling takes far longer than checking.
@@ -363,6 +365,7 @@ class TQSScorer:
         for count, ex in enumerate(executions):
             s.progress(count, len(executions), "scoring")
             y = self._execute(ex, ctx, fut_rows)
+            self._check_reference(y, ex)
             for row, r, e, k in ex.items:
                 d = divergence(y[row], y[ex.refs[r]])
                 if e == s.eps:
@@ -371,6 +374,17 @@ class TQSScorer:
                     half_curves[r, k] = d
         s.progress(len(executions), len(executions), "scoring")
         return curves, half_curves, len(executions)
+
+    def _check_reference(self, y: np.ndarray, ex: _Execution) -> None:
+        """A non-finite unperturbed rollout makes every divergence NaN (read as "no effect"): refuse it."""
+        for r, row in ex.refs.items():
+            if not np.all(np.isfinite(y[row])):
+                raise TQSError(
+                    f"the unperturbed rollout of {self.source} is not finite (NaN or inf) for replicate {r}: "
+                    f"the model's weights hold infinite values, or its forecast overflows within the "
+                    f"{self.settings.horizon}-step horizon; TQS needs a finite reference rollout (check the "
+                    "weights and the contexts, or score a shorter horizon)"
+                )
 
     def _execute(self, ex: _Execution, ctx: np.ndarray, fut_rows: np.ndarray | None) -> np.ndarray:
         """The rollouts ``[batch, H, targets]`` of one execution's rows."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import tvm
 from google.protobuf.message import DecodeError
@@ -22,6 +24,9 @@ ROLLOUT_ATTR = "tvm_tqs.rollout"
 ROLLOUT_ERROR_ATTR = "tvm_tqs.rollout_error"  # why no contract could be inferred (raised when one is needed)
 SOURCE_ATTR = "tvm_tqs.source"
 DEFAULT_BATCH = 1
+# Most elements one tensor may have: TVM lowers shapes with 32-bit literals and indices, and a model with a
+# larger tensor would otherwise fail deep inside TVM or try to allocate it (docs/reliability.md).
+MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | tvm.IRModule
 InputShapes = Mapping[str, Sequence[int] | int]
@@ -117,7 +122,54 @@ def read_onnx(model: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.
         raise ModelLoadError(
             f"{source} is not a valid ONNX model: the ONNX checker says: {first_line}"
         ) from None
+    _check_opset(proto, source)
+    _check_finite_constants(proto, source)
     return proto, source
+
+
+def _check_opset(proto: onnx.ModelProto, source: str) -> None:
+    """The checker accepts any opset newer than it knows without validating the ops against it."""
+    known = onnx.defs.onnx_opset_version()
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > known:
+            raise ModelLoadError(
+                f"{source} declares ONNX opset {opset.version}, newer than the {known} this onnx "
+                f"{onnx.__version__} knows: its operators cannot be checked or converted; re-export it "
+                f"with opset <= {known}"
+            )
+
+
+def _check_finite_constants(proto: onnx.ModelProto, source: str) -> None:
+    """A NaN weight makes every forecast (and every TQS score) NaN: refuse it by name. Infinities can be
+    meaningful (attention masks); a quantized weight must still be finite (`PlanningProblem`)."""
+    from onnx import numpy_helper
+
+    tensors = [(f"initializer '{t.name}'", t) for t in proto.graph.initializer]
+    for node in _all_nodes(proto.graph):
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                tensors.append((f"constant of node '{node.name or node.output[0]}'", attr.t))
+    for what, tensor in tensors:
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except (OSError, ValueError, TypeError) as err:  # e.g. external data that is not there
+            raise ModelLoadError(f"{source}: {what} cannot be read: {err}") from None
+        bad = int(np.isnan(values).sum())
+        if bad:
+            raise ModelLoadError(
+                f"{source}: {what} holds {bad} NaN value(s) of {values.size}: every forecast would be NaN; "
+                "fix the exported weights"
+            )
+
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
 
 
 def _uses_external_data(tensor: onnx.TensorProto) -> bool:
@@ -159,8 +211,10 @@ def unsupported_ops(proto: onnx.ModelProto) -> list[tuple[str, int, str]]:
     counts: Counter[str] = Counter()
     first: dict[str, str] = {}
     for i, node in enumerate(_all_nodes(proto.graph)):
-        if node.op_type not in supported:
-            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        default_domain = node.domain in ("", "ai.onnx")
+        # TVM's importer ignores domains: a custom op named like a standard one would be converted as it.
+        if node.op_type not in supported or not default_domain:
+            op = node.op_type if default_domain else f"{node.domain}.{node.op_type}"
             counts[op] += 1
             first.setdefault(op, node.name or f"#{i} (unnamed)")
     return [(op, counts[op], first[op]) for op in sorted(counts)]
@@ -175,7 +229,12 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def bind_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None, batch: int | None = None) -> dict:
     """`input_shapes` plus `batch` (default 1) for every symbolic leading dimension they leave open: the one
     way `load`, `inspect`, `score` and `compile` bind shapes."""
-    shapes = dict(input_shapes or {})
+    if input_shapes is not None and not isinstance(input_shapes, Mapping):
+        raise MissingShapeError(
+            "input_shapes must be a mapping {input name: [dims]} or {symbolic dim: N}, "
+            f"not {type(input_shapes).__name__}"
+        )
+    shapes = {name: _plain_ints(value) for name, value in (input_shapes or {}).items()}
     given_inputs = {name for name, value in shapes.items() if not isinstance(value, int)}
     for inp in graph_inputs(proto):
         dims = inp.type.tensor_type.shape.dim
@@ -185,10 +244,25 @@ def bind_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None, batch:
     return shapes
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plain_ints(value):
+    """numpy integers (a shape read from an array) as Python ints; anything else as given."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [int(v) if isinstance(v, np.integer) else v for v in value]
+    return value
+
+
 def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | None) -> dict[str, list[int]]:
     """Static shape of every graph input, from the model and `input_shapes`; names every gap at once."""
     inputs = graph_inputs(proto)
-    given = dict(input_shapes or {})
+    if input_shapes is not None and not isinstance(input_shapes, Mapping):
+        raise MissingShapeError(f"input_shapes must be a mapping, not {type(input_shapes).__name__}")
+    given = {name: _plain_ints(value) for name, value in (input_shapes or {}).items()}
     names = {i.name for i in inputs}
     dim_params = {d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim if d.dim_param}
     unknown = sorted(set(given) - names - dim_params)
@@ -198,7 +272,7 @@ def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | Non
             f"inputs: {sorted(names)}, symbolic dimensions: {sorted(dim_params) or 'none'}"
         )
     for param in set(given) & dim_params - names:
-        if not isinstance(given[param], int) or given[param] < 1:
+        if not _is_int(given[param]) or given[param] < 1:
             raise MissingShapeError(f"input_shapes['{param}'] must be a positive int, got {given[param]!r}")
     shapes: dict[str, list[int]] = {}
     missing: list[str] = []
@@ -206,7 +280,11 @@ def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | Non
         dims = inp.type.tensor_type.shape.dim
         if inp.name in given:
             shape = given[inp.name]
-            if isinstance(shape, int) or any(not isinstance(s, int) or s < 1 for s in shape):
+            if (
+                _is_int(shape)
+                or not isinstance(shape, Sequence)
+                or any(not _is_int(s) or s < 1 for s in shape)
+            ):
                 raise MissingShapeError(
                     f"input_shapes['{inp.name}'] must be a list of positive ints, got {shape!r}"
                 )
@@ -223,6 +301,13 @@ def resolve_input_shapes(proto: onnx.ModelProto, input_shapes: InputShapes | Non
         for axis, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
                 shape.append(d.dim_value)
+            elif d.HasField("dim_value"):
+                missing.append(
+                    f"input '{inp.name}' dimension {axis} is {d.dim_value} (an empty input): give a positive "
+                    f"size with input_shapes={{'{inp.name}': [...]}}"
+                )
+                shape = None
+                break
             elif d.dim_param and isinstance(given.get(d.dim_param), int):
                 shape.append(given[d.dim_param])
             else:
@@ -255,6 +340,8 @@ def import_onnx(
     if missing_ops:
         raise UnsupportedOpsError(missing_ops, source)
     shapes = resolve_input_shapes(proto, bind_shapes(proto, input_shapes))
+    for name, shape in shapes.items():
+        _check_size(f"input '{name}'", shape, source)
     install_converters()
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -286,7 +373,9 @@ def import_onnx(
             )
             raise ModelLoadError(
                 f"TVM's ONNX importer failed on {source}: {type(err).__name__}: {err}{after}"
+                f"{_empty_initializers_hint(proto)}"
             ) from err
+    _check_tensor_sizes(mod, source)
     from ..rollout import INPUT_NAMES_ATTR, OUTPUT_NAMES_ATTR
 
     output_names = [o.name for o in proto.graph.output]
@@ -308,6 +397,47 @@ def import_onnx(
     inputs, outputs = model_signatures(mod, output_names)
     spec.check_model(inputs, outputs, source)
     return mod.with_attr(ROLLOUT_ATTR, spec.to_json())
+
+
+def _empty_initializers_hint(proto: onnx.ModelProto) -> str:
+    """Name the zero-size weights and the nodes they feed: the likely culprit of an importer failure."""
+    empty = {t.name: list(t.dims) for t in proto.graph.initializer if 0 in t.dims}
+    uses = [
+        f"'{name}' {empty[name]} feeds node '{node.name or node.output[0]}' ({node.op_type})"
+        for node in proto.graph.node
+        for name in node.input
+        if name in empty
+    ]
+    return f" [the model has empty initializers: {'; '.join(uses)}]" if uses else ""
+
+
+def _check_size(what: str, shape: Sequence[int], source: str) -> None:
+    dims = [int(d) for d in shape]
+    elements = math.prod(dims)
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise ModelLoadError(
+            f"{source}: {what} would have shape {dims} ({elements:.3g} elements), more than the "
+            f"{MAX_TENSOR_ELEMENTS} elements per tensor that TVM's 32-bit shapes allow; bind smaller shapes "
+            "(input_shapes / --shape / --batch)"
+        )
+
+
+def _check_tensor_sizes(mod: tvm.IRModule, source: str) -> None:
+    """Refuse, before anything is built or allocated, a graph with a tensor too large for TVM."""
+    from tvm import relax
+
+    main = mod["main"]
+    blocks = getattr(main.body, "blocks", ())
+    for block in blocks:
+        for binding in block.bindings:
+            ty = getattr(binding.var, "ty", None)
+            if not isinstance(ty, relax.TensorType) or ty.shape is None:
+                continue
+            dims = getattr(ty.shape, "values", None)
+            if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+                continue
+            if math.prod(int(d) for d in dims) > MAX_TENSOR_ELEMENTS:
+                _check_size(f"tensor '{binding.var.name}' (computed inside the graph)", dims, source)
 
 
 def model_signatures(mod: tvm.IRModule, output_names: Sequence[str]) -> tuple[dict, dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tvm
 
-from tvm_tqs.errors import TQSError
+from tvm_tqs.errors import MeasurementError, TQSError
 from tvm_tqs.targets.registry import get_target
 
 from . import bundle_runner as br
@@ -27,8 +27,8 @@ from .jobs import KernelJob, MeasureConfig, Measurement, ModelJob
 from .runner_base import OnResult, Runner, error_measurement, group_by_target, stats_config
 
 
-class RPCUnavailableError(TQSError):
-    """The RPC tracker cannot be reached, or no device is registered (or free) under the key."""
+class RPCUnavailableError(MeasurementError):
+    """The RPC tracker cannot be reached, or no device is registered (or free) under the key (CLI exit 4)."""
 
 
 def _parse_hostport(tracker: str) -> tuple[str, int]:

@@ -51,6 +51,11 @@ def make_runner(spec: str | Runner | None) -> Runner:
         return LocalRunner()
     if isinstance(spec, Runner):
         return spec
+    if not isinstance(spec, str):
+        raise TQSError(
+            f"runner must be 'local', 'local:isolate', 'rpc://HOST:PORT/KEY', 'offline:DIR' or a Runner, "
+            f"not {type(spec).__name__}"
+        )
     if spec == "local":
         return LocalRunner()
     if spec == "local:isolate":

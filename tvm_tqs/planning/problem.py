@@ -84,6 +84,7 @@ class PlanningProblem:
         self.ops = fused_ops(self.fused)
         self.analysis = analyze_sites(module)
         self.groups = weight_groups(self.ops, quantizable_sites(self.analysis), self.target)
+        _check_weights(self.ops, self.groups, source or "the model")
         self.fixed_bytes = fixed_float_bytes(self.ops, {g.name for g in self.groups})
         grouped = self.grouped_sites
         self.fixed_bops = sum(PRECISIONS["fp32"].bops(op.macs) for op in self.ops if op.index not in grouped)
@@ -121,9 +122,13 @@ class PlanningProblem:
 
     def forced(self, plan: Mapping) -> dict[int, str]:
         """A user's ``{site: precision}``, validated against the model's sites."""
+        if not isinstance(plan, Mapping):
+            raise TQSError(f"plan must be a mapping {{site: precision}}, not {type(plan).__name__}")
         out = {}
         for key, prec in dict(plan).items():
-            site = int(key)
+            site = _site_number(key)
+            if site is None:
+                raise TQSError(f"plan names site {key!r}: a site is an integer (see `tvm-tqs inspect`)")
             if not 0 <= site < len(self.ops):
                 raise TQSError(f"plan names site {key}, but the model has sites 0..{len(self.ops) - 1}")
             if prec not in PRECISIONS:
@@ -182,11 +187,14 @@ class PlanningProblem:
         """e_g(p)^2 per group and offered precision, from per-site `gains` (`gains_of`), the quantizer's
         weight error and the activation crests on `contexts` (default: `seeds` data-free contexts).
         ``weight_term=False`` leaves the activation term alone (`cross_model` measures the weight term)."""
-        from ..contexts import SyntheticContexts
+        from ..contexts import SyntheticContexts, validate_contexts
         from .activations import activation_crests
 
         rollout = self.rollout
-        ctx = contexts if contexts is not None else SyntheticContexts().make(rollout, max(seeds, 1), seed=0)
+        if contexts is not None:
+            ctx = validate_contexts(rollout, contexts)
+        else:
+            ctx = SyntheticContexts().make(rollout, max(seeds, 1), seed=0)
         crests = activation_crests(self.fused, rollout, sorted(self.grouped_sites), ctx)
         out: ErrorTable = {}
         for g in self.groups:
@@ -289,3 +297,31 @@ class PlanningProblem:
 
 
 __all__ = ["ErrorTable", "PlanSolution", "PlanningProblem", "WeightGroup", "gains_of"]
+
+
+def _site_number(key) -> int | None:
+    """A plan key as a site index: an int, or a string of digits (JSON keys); None for anything else."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return int(key)
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    return None
+
+
+def _check_weights(ops, groups, source: str) -> None:
+    """Refuse weights no plan can quantize meaningfully: empty ones (a zero-size layer) and, for the weights
+    that get quantized, non-finite values (the scale of an int or fp16 copy would be inf or NaN)."""
+    for op in ops:
+        for w in op.weights:
+            if w.size == 0:
+                raise TQSError(
+                    f"{source}: weight {w.id} of site {op.index} ({'+'.join(op.kinds)}) is empty "
+                    f"(shape {list(w.shape)}): the model has a zero-size layer; fix the export"
+                )
+    for g in groups:
+        bad = int(np.size(g.weight) - np.count_nonzero(np.isfinite(g.weight)))
+        if bad:
+            raise TQSError(
+                f"{source}: weight {g.name} (site(s) {', '.join(map(str, g.sites))}) holds {bad} NaN or "
+                "infinite value(s): it cannot be quantized; fix the exported weights"
+            )

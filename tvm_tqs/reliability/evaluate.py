@@ -55,6 +55,10 @@ class ReliabilityTable:
             out[v] = entry
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ReliabilityTable:
+        return cls(tuple(d["variants"]), tuple(d["rows"]), d["horizon"], d.get("description", ""))
+
     def to_dict(self) -> dict:
         return json.loads(
             json.dumps(
@@ -92,7 +96,8 @@ class ReliabilityTable:
         return "\n".join(lines) + "\n"
 
     def write_png(self, path: str | os.PathLike) -> Path:
-        """MSE per group (x axis) for every variant; needs matplotlib (the `plot` extra)."""
+        """MSE per group (x axis) for every variant, and each quantized variant's gap to fp32; needs matplotlib
+        (the `plot` extra)."""
         try:
             import matplotlib
 
@@ -101,17 +106,25 @@ class ReliabilityTable:
         except ImportError:
             raise TQSError("a PNG needs matplotlib: pip install 'tvm_tqs[plot]'") from None
         path = Path(path)
-        fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(self.rows)), 4.2))
+        fig, (ax, gap) = plt.subplots(2, 1, figsize=(max(8, 0.32 * len(self.rows)), 6.4), sharex=True)
         x = np.arange(len(self.rows))
-        for v in self.variants:
-            ax.plot(x, [r[f"{v} MSE"] for r in self.rows], marker="o", ms=3, label=v)
-        ax.set_xticks(x, [r["group"] for r in self.rows], rotation=70, ha="right", fontsize=7)
+        for i, v in enumerate(self.variants):
+            color = f"C{i}"  # the same colour for a variant in both panels
+            ax.plot(x, [r[f"{v} MSE"] for r in self.rows], marker="o", ms=3, label=v, color=color)
+            if v != REFERENCE and REFERENCE in self.variants:
+                rel = [100 * (r[f"{v} MSE"] / r[f"{REFERENCE} MSE"] - 1) for r in self.rows]
+                gap.plot(x, rel, marker="o", ms=3, label=v, color=color)
         ax.set_ylabel(f"{self.horizon}-step rollout MSE")
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+        gap.axhline(0, color="#444", lw=0.8)
+        gap.set_ylabel("gap to fp32 (%)")
+        gap.set_xticks(x, [r["group"] for r in self.rows], rotation=70, ha="right", fontsize=7)
+        for a in (ax, gap):
+            a.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(self.description, fontsize=9)
         fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.png")
         fig.savefig(tmp, dpi=110)
         plt.close(fig)

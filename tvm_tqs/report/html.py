@@ -395,7 +395,8 @@ def write_html(report: dict, path: str | os.PathLike) -> Path:
 
 
 def read_artifact_report(directory: str | os.PathLike) -> dict:
-    """The ``report.json`` of an exported artifact directory, with an error that names what is wrong."""
+    """The ``report.json`` of an exported artifact directory, checked to render, with an error that names
+    what is wrong."""
     path = Path(directory) / "report.json"
     if not Path(directory).is_dir():
         raise TQSError(
@@ -407,9 +408,12 @@ def read_artifact_report(directory: str | os.PathLike) -> dict:
         raise TQSError(
             f"'{directory}' has no report.json: it is not an artifact written by compile --out"
         ) from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
         raise TQSError(f"cannot read '{path}': {err}") from None
-    missing = [k for k in ("target", "plan") if k not in report]
-    if missing:
-        raise TQSError(f"'{path}' lacks {missing}: not a tvm_tqs report")
+    if not isinstance(report, dict) or any(k not in report for k in ("target", "plan")):
+        raise TQSError(f"'{path}' is not a tvm_tqs report (a JSON object with 'target' and 'plan')")
+    try:
+        render(report)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise TQSError(f"'{path}' is malformed: {type(err).__name__}: {err}") from None
     return report
