@@ -1,6 +1,7 @@
 """Weight quantizers on the zoo: rtn vs mse vs Bit-Split (data-free and calibrated) at W4A8 and W8A8.
 
     python benchmarks/quantizers.py [--models NAME ...] [--windows N] [--calibration N] [--out benchmarks/results]
+    python benchmarks/quantizers.py --weights-only [--bits 3 4] [--k 2] [--capacity data-free] ...
 
 For every zoo model (benchmarks/zoo/models/*.onnx and tvm_tqs/examples/*.onnx), each weighted site at the
 same precision (``compile(uniform=P)``, P = int4 then int8: every weight through the real integer kernels,
@@ -20,6 +21,14 @@ Measures, against the model's own fp32 compile on the same windows:
   the number of groups where bitsplit's is below rtn's.
 
 Writes benchmarks/results/quantizers.json and .md.
+
+``--weights-only`` isolates the weight quantizer: every group's weight is quantized at W3 / W4 (int3 on the
+symmetric grid [-3, 3], one scale per `group_size` reduction elements, as int4), dequantized and put back
+into the fp32 fused graph in place of the original constant (activations stay fp32, no integer kernels);
+the reference is the same fused graph with the original constants. Variants add ModCap (``modcap``: top-k
+capacity differentials between adjacent groups, pairs reconstructed jointly; ``modcap-cal`` on the real
+calibration windows), and the report gives each ModCap plan (capacities, differentials, chosen pairs,
+the pair objective per-site vs joint on the capture data). Writes quantizers_weights.json and .md.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tvm
 from common import card_of, command_line, machine_env, per_model, selected_models, write_results
 from tqs_validity import test_windows, train_windows
 
@@ -38,13 +48,15 @@ from tvm_tqs.graph import weight_digest
 from tvm_tqs.planning import PlanningProblem
 from tvm_tqs.planning.activations import bitsplit_quantizer, input_grams
 from tvm_tqs.precision import PRECISIONS
-from tvm_tqs.quantizers import as_matrix, mse, rtn
+from tvm_tqs.quantizers import as_matrix, modcap_quantizer, mse, rtn
 
 HERE = Path(__file__).resolve().parent
 TARGET, HORIZON = "x86", 96
 WINDOWS, CALIBRATION = 128, 64
 VARIANTS = ("rtn", "mse", "bitsplit", "bitsplit-cal")
 PRECISIONS_RUN = ("int4", "int8")
+WEIGHT_BITS = (3, 4)
+WEIGHT_VARIANTS = ("rtn", "mse", "bitsplit", "bitsplit-cal", "modcap", "modcap-cal")
 
 
 def _reconstruction(problem, quantizer, precision: str, grams: dict) -> dict[str, float]:
@@ -112,6 +124,204 @@ def evaluate(path: Path, windows: int, calibration: int) -> dict:
     }
 
 
+# -- weights only: dequantized weights in the fp32 graph ---------------------------------------------------
+def _swap_constants(fused, table: dict[str, np.ndarray]):
+    """A copy of fused `fused` whose constants with a digest in `table` hold ``table[digest]`` instead;
+    returns it and the digests replaced."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class _Swap(relax.PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            self.hits: set[str] = set()
+
+        def visit_generic_const_(self, op):
+            array = op.value.numpy()
+            digest = weight_digest(array)
+            if digest not in table:
+                return op
+            self.hits.add(digest)
+            return relax.const(np.ascontiguousarray(table[digest], dtype=array.dtype))
+
+    swap = _Swap(fused)
+    main = swap.visit_expr(fused["main"])
+    funcs = {gv: (main if gv.name_hint == "main" else f) for gv, f in fused.functions.items()}
+    return tvm.IRModule(funcs, attrs=fused.attrs), swap.hits
+
+
+def _fake_quant_model(problem, quantizer, bits: int):
+    """A `CompiledModel` (for its `rollout`) running the fp32 fused graph with every group's weight replaced
+    by its `bits`-bit dequantization (`quantizer` None: the original weights). Built from the fused graph
+    directly: no quantize pass, no integer or fp32 weight kernels, only the constants differ."""
+    from tvm_tqs.artifact import CompiledModel
+    from tvm_tqs.frontend.load import model_signatures
+    from tvm_tqs.rollout import io_names
+    from tvm_tqs.targets.build import build
+
+    table = {}
+    for g in problem.groups:
+        match = problem.analysis.matches[g.sites[0]]
+        w = np.asarray(g.weight, np.float32)
+        if quantizer is not None:
+            w = quantizer(w, bits, g.channel_axis, problem.group_size).dequantize()
+        if match.op == "conv1d":  # the quantizer's view is [O, KW, I]; the constant is [O, I, KW]
+            w = w.transpose(0, 2, 1)
+        table[match.weight_digest] = w
+    mod, hits = _swap_constants(problem.fused, table)
+    if hits != set(table):
+        raise RuntimeError(f"{len(set(table) - hits)} weight constants not found in the fused graph")
+    _, outputs = io_names(problem.module)
+    inputs, _ = model_signatures(problem.module, outputs)
+    return CompiledModel(
+        plan=None,
+        target=problem.target,
+        rollout_spec=problem.rollout,
+        executable=build(mod, problem.target),
+        quantize_report={},
+        inputs=tuple((n, list(shape), dtype) for n, (shape, dtype) in inputs.items()),
+        outputs=tuple(outputs),
+    )
+
+
+def _reconstruction_bits(problem, quantizer, bits: int, grams: dict) -> dict[str, float]:
+    out = {}
+    for g in problem.groups:
+        h = grams.get(weight_digest(np.asarray(g.weight, np.float32)))
+        if h is None:
+            continue
+        qw = quantizer(np.asarray(g.weight, np.float32), bits, g.channel_axis, problem.group_size)
+        w = as_matrix(np.asarray(g.weight, np.float64), g.channel_axis)
+        e = as_matrix(qw.dequantize().astype(np.float64), g.channel_axis) - w
+        out[g.name] = float(np.sqrt(np.trace(e @ h @ e.T) / np.trace(w @ h @ w.T)))
+    return out
+
+
+def _modcap_plan(quantizer, bits: int, group_size: int) -> dict:
+    plan = quantizer.plan(bits, group_size)
+    joint = {}
+    for pair in plan["chosen"]:
+        r = quantizer.joint(pair, bits, group_size)
+        joint["->".join(pair)] = {
+            "per_site": r.per_site,
+            "joint": r.joint,
+            "accepted": [f"{rnd}:{step}" for rnd, step, _, ok in r.history if ok],
+        }
+    return {
+        "capacity": plan["capacity"],
+        "differentials": [[d, a, b] for d, a, b in plan["differentials"]],
+        "eligible": ["->".join(p) for p in plan["eligible"]],
+        "chosen": ["->".join(p) for p in plan["chosen"]],
+        "pair_objective": joint,
+        "links": {"->".join(p): link.kind for p, link in quantizer.links.items()},
+    }
+
+
+def evaluate_weights(path: Path, windows: int, calibration: int, k: int, capacity: str) -> dict:
+    card = card_of(path)
+    x, _ = test_windows(card, HORIZON, windows)
+    cal = train_windows(card, calibration)
+    batch = len(x)
+    timings = {}
+    t0 = time.perf_counter()
+    problem = PlanningProblem.from_model(str(path), TARGET, batch=batch)
+    # The reference runs the very graph the variants run, with the original constants.
+    ref = _fake_quant_model(problem, None, 32).rollout(x, HORIZON).astype(np.float64)
+    timings["fp32_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test_grams = input_grams(problem, x)
+    quantizers = {
+        "rtn": rtn,
+        "mse": mse,
+        "bitsplit": bitsplit_quantizer(problem),
+        "bitsplit-cal": bitsplit_quantizer(problem, cal),
+        "modcap": modcap_quantizer(problem, k=k, capacity=capacity),
+        "modcap-cal": modcap_quantizer(problem, cal, k=k, capacity=capacity),
+    }
+    timings["capture_s"] = time.perf_counter() - t0
+    rows, plans = {}, {}
+    for bits in WEIGHT_BITS:
+        rows[bits], plans[bits] = {}, {}
+        for name, quantizer in quantizers.items():
+            t0 = time.perf_counter()
+            y = _fake_quant_model(problem, quantizer, bits).rollout(x, HORIZON).astype(np.float64)
+            rec = _reconstruction_bits(problem, quantizer, bits, test_grams)
+            rows[bits][name] = {
+                "rel_error": float(np.linalg.norm(y - ref) / np.linalg.norm(ref)),
+                "reconstruction": rec,
+                "reconstruction_median": float(np.median(list(rec.values()))) if rec else None,
+                "seconds": time.perf_counter() - t0,
+            }
+            if name.startswith("modcap"):
+                plans[bits][name] = _modcap_plan(quantizer, bits, problem.group_size)
+            print(f"   W{bits} {name}: rollout {rows[bits][name]['rel_error']:.4g}", flush=True)
+    return {
+        "model": path.stem,
+        "groups": len(problem.groups),
+        "test_windows": batch,
+        "calibration_windows": len(cal),
+        "group_size": problem.group_size,
+        "results": {f"W{b}": r for b, r in rows.items()},
+        "modcap": {f"W{b}": p for b, p in plans.items()},
+        "timings_s": timings,
+    }
+
+
+def markdown_weights(results: list[dict], payload: dict) -> str:
+    lines = [
+        "# Weight quantizers, weights only (W3 / W4, activations fp32)",
+        "",
+        f"Command: `{payload['command']}`. Every weight group quantized at the bits (one scale per "
+        f"{results[0]['group_size'] if results else '?'} reduction elements; int3 on [-3, 3]), dequantized "
+        f"into the fp32 fused graph on x86; {HORIZON}-step rollouts from up to {payload['windows']} real test "
+        f"windows against the same graph with the original weights; `-cal` variants capture activations on "
+        f"{payload['calibration']} train windows, the others on data-free contexts. ModCap: top-{payload['k']} "
+        f"{payload['capacity']} capacity differentials among adjacent groups, jointly reconstructed.",
+        "",
+        "Rollout error ||y_q - y_fp32|| / ||y_fp32||; in brackets the median over weight groups of the per-group "
+        "reconstruction error on the test windows' inputs.",
+        "",
+    ]
+    for bits in WEIGHT_BITS:
+        key = f"W{bits}"
+        lines += [
+            f"## {key}",
+            "",
+            "| model | " + " | ".join(WEIGHT_VARIANTS) + " | modcap vs bitsplit (data-free / cal) |",
+            "|---|" + "---|" * (len(WEIGHT_VARIANTS) + 1),
+        ]
+        for r in results:
+            row = r["results"][key]
+            cells = [
+                f"{_fmt(row[v]['rel_error'])} ({_fmt(row[v]['reconstruction_median'])})"
+                for v in WEIGHT_VARIANTS
+            ]
+            gains = [
+                1 - row[m]["rel_error"] / row[b]["rel_error"] if row[b]["rel_error"] else None
+                for m, b in (("modcap", "bitsplit"), ("modcap-cal", "bitsplit-cal"))
+            ]
+            lines.append(
+                f"| {r['model']} | "
+                + " | ".join(cells)
+                + f" | {_fmt(gains[0], '.1%')} / {_fmt(gains[1], '.1%')} |"
+            )
+        lines += ["", f"ModCap plans at {key} (pair objective on the capture data, per-site -> joint):", ""]
+        for r in results:
+            for name, plan in r["modcap"][key].items():
+                objective = "; ".join(
+                    f"{pair}: {_fmt(v['per_site'])} -> {_fmt(v['joint'])}"
+                    for pair, v in plan["pair_objective"].items()
+                )
+                ranked = ", ".join(f"{a}->{b} {_fmt(d)}" for d, a, b in plan["differentials"][:4])
+                lines.append(
+                    f"- {r['model']} {name}: differentials {ranked or 'none'}; eligible "
+                    f"{', '.join(plan['eligible']) or 'none'}; chosen {', '.join(plan['chosen']) or 'none'}"
+                    + (f"; {objective}" if objective else "")
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _fmt(v, spec=".3g") -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -172,7 +382,16 @@ def main(argv: list[str] | None = None) -> int:
         "--calibration", type=int, default=CALIBRATION, help=f"train windows for bitsplit-cal ({CALIBRATION})"
     )
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
+    parser.add_argument(
+        "--weights-only", action="store_true", help="W3 / W4 dequantized into the fp32 graph (with ModCap)"
+    )
+    parser.add_argument("--k", type=int, default=2, help="ModCap: pairs reconstructed jointly (default 2)")
+    parser.add_argument(
+        "--capacity", choices=("data-free", "data-dependent"), default="data-free", help="ModCap's capacity"
+    )
     args = parser.parse_args(argv)
+    if args.weights_only:
+        return _main_weights(args)
     command = command_line("quantizers.py")
     env = machine_env()
     start = time.perf_counter()
@@ -192,6 +411,30 @@ def main(argv: list[str] | None = None) -> int:
     }
     md = markdown(results, payload) + f"\nWall time: {payload['wall_s'] / 60:.1f} min.\n"
     write_results(args.out, "quantizers", payload, md, failures)
+    return 0 if not failures else 1
+
+
+def _main_weights(args) -> int:
+    start = time.perf_counter()
+    payload = {"command": command_line("quantizers.py"), "environment": machine_env()}
+    results, failures = per_model(
+        selected_models(args.models),
+        lambda path: evaluate_weights(path, args.windows, args.calibration, args.k, args.capacity),
+    )
+    payload.update(
+        target=TARGET,
+        horizon=HORIZON,
+        windows=args.windows,
+        calibration=args.calibration,
+        k=args.k,
+        capacity=args.capacity,
+        bits=list(WEIGHT_BITS),
+        wall_s=time.perf_counter() - start,
+        results=results,
+        failures=failures,
+    )
+    md = markdown_weights(results, payload) + f"\nWall time: {payload['wall_s'] / 60:.1f} min.\n"
+    write_results(args.out, "quantizers_weights", payload, md, failures)
     return 0 if not failures else 1
 
 

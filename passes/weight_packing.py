@@ -21,7 +21,7 @@ class PlanError(TQSError):
 
 
 def kernel_set_for(target: str | TargetSpec) -> KernelSet:
-    """The kernel set of a registered target (its ISA features; kernels compiled for its exact cpu)."""
+    """The kernel set of a registered target (its ISA features; kernels compiled for its exact target)."""
     spec = get_target(target)
     if spec.kind == "x86":
         from tvm_tqs.targets import x86
@@ -31,9 +31,11 @@ def kernel_set_for(target: str | TargetSpec) -> KernelSet:
         from tvm_tqs.targets import arm
 
         return arm.kernel_set(spec.features, spec.tvm_target)
-    raise PlanError(
-        f"target '{spec.name}' ({spec.kind}) has no CPU kernel set; quantized lowering supports x86 and arm_cpu"
-    )
+    if spec.kind in ("cuda", "opencl"):
+        from tvm_tqs.targets import gpu
+
+        return gpu.kernel_set(spec)
+    raise PlanError(f"target '{spec.name}' ({spec.kind}) has no kernel set")
 
 
 def quantize_weight(quantizer, w, bits: int, channel_axis: int, group_size: int | None) -> QuantizedWeight:

@@ -24,6 +24,7 @@ from typing import Any
 import tvm
 from tvm import relax
 
+from . import nvcc
 from .registry import TargetSpec, get_target
 
 __all__ = ["KERNEL_ATTR", "LIBRARY", "OBJECTS", "PLAN", "build", "export", "is_kernel", "load", "schedule"]
@@ -40,7 +41,7 @@ def is_kernel(func) -> bool:
 
 
 def schedule(mod: tvm.IRModule, target: str | TargetSpec = "x86", *, fast_math: bool = True) -> tvm.IRModule:
-    """Schedule the PrimFuncs that are not kernels (CPU targets).
+    """Schedule the PrimFuncs that are not kernels (GPU targets: dlight, `targets.gpu.schedule`).
 
     Reductions get `ReductionLoopOrder` (a vectorizable loop order, bit-identical results); purely
     spatial functions (elementwise, gates of recurrent cells, layout changes) get their producers
@@ -49,6 +50,10 @@ def schedule(mod: tvm.IRModule, target: str | TargetSpec = "x86", *, fast_math: 
     `targets.elementwise.fast_math`) instead of scalar libm calls.
     """
     spec = get_target(target)
+    if spec.kind in ("cuda", "opencl"):
+        from . import gpu
+
+        return gpu.schedule(mod, spec)
     if spec.kind not in ("x86", "arm_cpu"):
         return mod
     from tvm_tqs.passes.reduction_loop_order import ReductionLoopOrder
@@ -113,7 +118,8 @@ def build(
     _check_kernels(mod, spec)
     if schedule_rest:
         mod = schedule(mod, spec, fast_math=fast_math)
-    return tvm.compile(mod, target=spec.target())
+    with nvcc.embed(spec):  # CUDA compiled here (hosts with the driver): nvcc for the exact arch
+        return tvm.compile(mod, target=spec.target())
 
 
 def _plan_dict(plan: Any) -> dict:
@@ -179,6 +185,7 @@ def export(
         else:
             # No linker for the target here: ship the object files; the device links them itself.
             library = OBJECTS
+    kwargs.update(nvcc.export_options(spec))  # CUDA: PTX for the target's arch instead of CUDA C source
     meta = {
         **_plan_dict(plan),
         "library": library,

@@ -125,7 +125,7 @@ def registry() -> dict[str, TargetSpec]:
             features=("dp4a", "fp16"),
             precisions=_GPU,
             cross_compiler=_ARM_CC,
-            description="NVIDIA Jetson Orin (sm_87, aarch64 host); no quantized lowering yet",
+            description="NVIDIA Jetson Orin (sm_87, aarch64 host): int8/int4 via __dp4a, dlight for the rest",
         ),
         TargetSpec(
             name="cuda/sm_90",
@@ -133,7 +133,7 @@ def registry() -> dict[str, TargetSpec]:
             kind="cuda",
             features=("dp4a", "fp16"),
             precisions=_GPU,
-            description="NVIDIA Hopper (H100, sm_90), x86_64 host; no quantized lowering yet",
+            description="NVIDIA Hopper (H100/H200, sm_90), x86_64 host: int8/int4 via __dp4a, dlight for the rest",
         ),
         TargetSpec(
             name="opencl/mali",
@@ -142,7 +142,7 @@ def registry() -> dict[str, TargetSpec]:
             features=("fp16",),
             precisions=_GPU,
             cross_compiler=_ARM_CC,
-            description="Arm Mali GPU through OpenCL; no quantized lowering yet",
+            description="Arm Mali GPU through OpenCL (aarch64 host): int8/int4 integer kernels, dlight for the rest",
         ),
         TargetSpec(
             name="opencl/adreno",
@@ -155,7 +155,7 @@ def registry() -> dict[str, TargetSpec]:
             features=("fp16",),
             precisions=_GPU,
             cross_compiler=_ARM_CC,
-            description="Qualcomm Adreno GPU through OpenCL; no quantized lowering yet",
+            description="Qualcomm Adreno GPU through OpenCL (aarch64 host): int8/int4 integer kernels, dlight for the rest",
         ),
     ]
     return {s.name: s for s in specs}

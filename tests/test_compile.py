@@ -107,12 +107,15 @@ def test_forced_plan_and_its_errors():
         tvm_tqs.compile(EXAMPLE, target="x86", plan={2: "int3"})
 
 
-@pytest.mark.parametrize("target", ["cuda/sm_90", "opencl/mali"])
-def test_gpu_targets_are_refused_before_any_work(target):
-    with pytest.raises(
-        tvm_tqs.TQSError, match=f"target '{target}'.*quantized lowering supports x86 and arm_cpu"
-    ):
-        tvm_tqs.compile(EXAMPLE, target=target, budget="avg-bits=6")
+@pytest.mark.parametrize(
+    ("target", "isa"), [("cuda/jetson-orin", "cuda_dp4a"), ("opencl/mali", "opencl_int")]
+)
+def test_gpu_targets_compile_with_gpu_kernels(target, isa, tmp_path):
+    compiled = tvm_tqs.compile(EXAMPLE, target=target, budget="avg-bits=6")
+    kernels = [s.kernel for s in compiled.plan.sites if s.precision != "fp32"]
+    assert kernels and all(isa in k for k in kernels)
+    compiled.export(tmp_path / "a")
+    assert (tmp_path / "a" / "plan.json").exists()
 
 
 class _ScriptedDevice:

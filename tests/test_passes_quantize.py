@@ -303,6 +303,8 @@ def test_a_fused_module_is_refused():
         quantize(fuse(_dense_relu_module()), {0: "int8"}, "x86")
 
 
-def test_gpu_targets_have_no_cpu_kernels():
-    with pytest.raises(PlanError, match="no CPU kernel set"):
-        quantize(_dense_relu_module(), {0: "int8"}, "cuda/sm_90")
+@pytest.mark.parametrize(("target", "isa"), [("cuda/sm_90", "cuda_dp4a"), ("opencl/adreno", "opencl_int")])
+def test_gpu_targets_get_gpu_kernels(target, isa):
+    res = quantize(_dense_relu_module(), {0: "int8"}, target)
+    assert res.kernel_set == isa.replace("_", "-")
+    assert isa in res.kernels[0]

@@ -462,12 +462,12 @@ def _compile_parser(sub) -> None:
         "--quantizer",
         choices=list(QUANTIZERS),
         default="rtn",
-        help="weight quantizer: rtn (default) | mse (clipped scale) | bitsplit (Bit-Split, output reconstruction)",
+        help="rtn (default) | mse | bitsplit (output reconstruction) | modcap (+ joint pairs; needs --calibration)",
     )
     p.add_argument(
         "--calibration",
         metavar="NPY",
-        help="real windows [N, lookback, channels] (.npy) for bitsplit's activations (default: data-free)",
+        help="real windows [N, lookback, channels] (.npy) for bitsplit / modcap (default: data-free)",
     )
     p.add_argument(
         "--json",

@@ -81,12 +81,14 @@ def compile(  # noqa: A001 - the product's entry point is tvm_tqs.compile
     runner : str or Runner, optional
         Where latency is measured: "local", "rpc://HOST:PORT/KEY", "offline:DIR" or a runner object.
         Default: "local" when the budget has a latency limit and the target runs on this host.
-    quantizer : {"rtn", "mse", "bitsplit"} or callable
+    quantizer : {"rtn", "mse", "bitsplit", "modcap"} or callable
         Weight quantizer (`tvm_tqs.quantizers`); the error model uses its own weight error. "bitsplit"
         reconstructs each weight's output on its inputs, captured through the compiled graph on data-free
-        contexts, or on `calibration` windows (``[N, lookback, channels]``) when given.
+        contexts, or on `calibration` windows (``[N, lookback, channels]``) when given. "modcap" is
+        bitsplit plus the joint reconstruction of the adjacent weight pairs with the largest capacity
+        gap (ModCap); it needs `calibration` windows (on synthetic contexts it made plans worse).
     calibration : ndarray, optional
-        Real windows for "bitsplit"'s activations; the quantize report says which were used.
+        Real windows for "bitsplit"'s or "modcap"'s activations; the quantize report says which were used.
     group_size : int
         int4 group size.
     solver : {"auto", "exact", "greedy"}
@@ -179,6 +181,11 @@ def _weight_quantizer(problem, options):
     if chosen == "bitsplit":
         _stage(options, "capturing activations for bitsplit")
         return bitsplit_quantizer(problem, options.calibration)
+    if chosen == "modcap":
+        from .quantizers import modcap_quantizer
+
+        _stage(options, "capturing activations for modcap")
+        return modcap_quantizer(problem, options.calibration)
     return {"rtn": rtn, "mse": mse}[chosen]
 
 

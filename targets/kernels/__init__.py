@@ -21,7 +21,7 @@ from .config import (
     TensorSpec,
     Tiling,
 )
-from .isa import ARM_DOTPROD, ARM_I8MM, ARM_NEON, ISAS, X86_AVX2, X86_VNNI
+from .isa import ARM_DOTPROD, ARM_I8MM, ARM_NEON, CUDA_DP4A, ISAS, OPENCL_INT, X86_AVX2, X86_VNNI
 from .kernelset import DEFAULT_GROUP_SIZE, KernelSet, get_kernel_set, kernel_set_names
 
 __all__ = [
@@ -29,8 +29,10 @@ __all__ = [
     "ARM_DOTPROD",
     "ARM_I8MM",
     "ARM_NEON",
+    "CUDA_DP4A",
     "DEFAULT_GROUP_SIZE",
     "ISAS",
+    "OPENCL_INT",
     "X86_AVX2",
     "X86_VNNI",
     "ActQuant",

@@ -15,6 +15,7 @@ import tvm
 from tvm import te
 
 from ..intrin import arm as _arm_intrin  # noqa: F401  (registers the aarch64 intrinsics)
+from ..intrin import gpu as _gpu_intrin  # noqa: F401  (registers the CUDA intrinsics)
 from ..intrin import x86 as _x86_intrin  # noqa: F401  (registers the x86 intrinsics)
 from .compute_fp32 import fp32_compute
 from .compute_int import int_compute
@@ -44,6 +45,7 @@ def _finish(name: str, inputs, consts, out, schedule_fn, target: dict, tiling: T
     schedule_fn(sch)
     func = sch.mod["main"].with_attr("global_symbol", name).with_attr("target", tvm.target.Target(target))
     func = func.with_attr("op_pattern", 8)  # kOpaque: a later FuseOps must not fuse into a scheduled kernel
+    func = func.with_attr("tirx.is_scheduled", True)  # dlight (Relax's GPU pipeline) must leave it alone
 
     def spec(t):
         return TensorSpec(t.op.name, tuple(int(d) for d in t.shape), str(t.dtype))

@@ -130,6 +130,8 @@ class Isa:
     ``family``: ``bcast`` (C[i] += A[k] * B[i, k], nt lanes x kt), ``mmla`` (2x8 . 8x2 -> 2x2) or
     ``rowdot`` (16-byte row chunks, 4 int32 partial lanes). ``act_dtype``/``act_zero_point``: what
     the intrinsic multiplies (uint8 with +128 on VNNI, int8 elsewhere). ``target``: a TVM target dict.
+    ``intrin_int8``/``intrin_int4`` may be empty: the accumulation stays plain integer loops (OpenCL).
+    ``gpu_threads`` > 0 marks a GPU flavour (threads per block of the one-output-per-thread schedule).
     """
 
     name: str
@@ -145,6 +147,12 @@ class Isa:
     target: dict[str, Any] = field(hash=False)
     max_acc: int = 16
     description: str = ""
+    gpu_threads: int = 0
+
+    @property
+    def gpu(self) -> bool:
+        """A GPU flavour: one output per thread, ``gpu_threads`` threads per block, no register tile."""
+        return self.gpu_threads > 0
 
     @property
     def mt(self) -> int:

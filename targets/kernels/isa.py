@@ -1,10 +1,10 @@
-"""The five instruction-set flavours the kernel layer targets (see docs/kernels.md)."""
+"""The instruction-set flavours the kernel layer targets: five CPU, two GPU (see docs/kernels.md)."""
 
 from __future__ import annotations
 
 from .config import Isa
 
-__all__ = ["ISAS", "X86_VNNI", "X86_AVX2", "ARM_NEON", "ARM_DOTPROD", "ARM_I8MM"]
+__all__ = ["ARM_DOTPROD", "ARM_I8MM", "ARM_NEON", "CUDA_DP4A", "ISAS", "OPENCL_INT", "X86_AVX2", "X86_VNNI"]
 
 _AARCH64 = "aarch64-linux-gnu"
 
@@ -93,4 +93,40 @@ ARM_I8MM = Isa(
     description="smmla v.4s 2x8 . 8x2 (neoverse-v1)",
 )
 
-ISAS = {isa.name: isa for isa in (X86_VNNI, X86_AVX2, ARM_NEON, ARM_DOTPROD, ARM_I8MM)}
+# GPUs: one output element per thread (K padded to 4), weights [N, K/4, 1, 4] so a thread's 4 weights
+# are one aligned word. CUDA sums each word with __dp4a; OpenCL (no portable dp4a) with integer MACs.
+CUDA_DP4A = Isa(
+    name="cuda-dp4a",
+    family="bcast",
+    nt=1,
+    kt=4,
+    act_dtype="int8",
+    act_zero_point=0,
+    intrin_int8="tqs_dp4a_s8s8s32_1x4",
+    intrin_int4="tqs_dp4a_s8s4s32_1x4",
+    fp32_lanes=1,
+    vector_bits=32,
+    target={"kind": "cuda", "arch": "sm_87"},
+    max_acc=1,
+    description="__dp4a per 4 int8 pairs, one output per thread (sm_61 and later)",
+    gpu_threads=128,
+)
+
+OPENCL_INT = Isa(
+    name="opencl-int",
+    family="bcast",
+    nt=1,
+    kt=4,
+    act_dtype="int8",
+    act_zero_point=0,
+    intrin_int8="",
+    intrin_int4="",
+    fp32_lanes=1,
+    vector_bits=32,
+    target={"kind": "opencl"},
+    max_acc=1,
+    description="int8 x int8 -> int32 multiply-adds, one output per thread (any OpenCL 1.2 device)",
+    gpu_threads=64,
+)
+
+ISAS = {isa.name: isa for isa in (X86_VNNI, X86_AVX2, ARM_NEON, ARM_DOTPROD, ARM_I8MM, CUDA_DP4A, OPENCL_INT)}

@@ -3,6 +3,11 @@
 ``out`` is tiled and ``acc``/``acc_f`` are computed at each tile in ``local`` scope (``mr`` x ``nr``
 intrinsic tiles, kept in registers by LLVM), so the epilogue reads the accumulators straight from
 registers; the tile loop over (batch, M, N) is parallel when the problem is big enough.
+
+GPU flavours (``isa.gpu``) use the same structure with a 1 x 1 tile: the tile loop is bound to
+``blockIdx.x`` / ``threadIdx.x`` (one output per thread, its accumulator in a register), and every
+other stage (scales, quantized activations) gets its spatial loops bound the same way: a GPU kernel
+has no loop left to run on the host.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from tvm import tirx
 
 from .config import Isa, Tiling
 from .sources import Source
+from .tiling import divisor_at_most
 
-__all__ = ["act_free", "schedule_fp32", "schedule_int"]
+__all__ = ["act_free", "bind_root_blocks", "schedule_fp32", "schedule_int"]
 
 
 def _vectorize_inner(sch, block, width: int) -> None:
@@ -28,6 +34,51 @@ def _vectorize_inner(sch, block, width: int) -> None:
         sch.vectorize(inner)
     elif e <= width:
         sch.vectorize(inner)
+
+
+def _bind_threads(sch, loop, threads: int) -> list:
+    """Split ``loop`` into (blockIdx.x, threadIdx.x) with ``threads`` threads per block."""
+    extent = sch.get(loop).extent
+    if isinstance(extent, tirx.IntImm) and int(extent) < threads:
+        threads = max(1, int(extent))
+    bx, tx = sch.split(loop, [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    return [bx, tx]
+
+
+def _bind_tile(sch, tile: list, threads: int) -> list:
+    """Bind a (..., rows, columns) tile nest: columns to (blockIdx.x, threadIdx.x), the rest fused to
+    blockIdx.y. Rows and columns stay separate loops so the block bindings stay affine (a fused
+    row-column loop needs div/mod, which tensorize cannot blockize)."""
+    *outer, cols = tile
+    extent = sch.get(cols).extent
+    if isinstance(extent, tirx.IntImm):  # no tail block: a split predicate defeats tensorize
+        threads = divisor_at_most(int(extent), threads)
+    bound = _bind_threads(sch, cols, threads)
+    if not outer:
+        return bound
+    by = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    sch.bind(by, "blockIdx.y")
+    return [by, *bound]
+
+
+def bind_root_blocks(sch, threads: int) -> None:
+    """Bind the spatial loops of every block not yet under a thread binding (GPU kernels).
+
+    A block's leading loops that carry its spatial axes are fused and bound; its reduction loops run
+    serially inside the thread (TE blocks at the root keep spatial loops outside reduction loops).
+    """
+    root = sch.get_sblock("root")
+    for block in sch.get_child_blocks(root):
+        loops = sch.get_loops(block)
+        if loops and sch.get(loops[0]).thread_binding is not None:
+            continue
+        spatial = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
+        lead = loops[:spatial]
+        if not lead:
+            lead = [sch.add_unit_loop(block)]
+        _bind_threads(sch, sch.fuse(*lead) if len(lead) > 1 else lead[0], threads)
 
 
 def _tile_out(sch, src: Source, rows: int, cols: int):
@@ -97,18 +148,26 @@ def schedule_int(sch, isa: Isa, bits: int, til: Tiling, src: Source, intrin: str
     (row-tile, n-tile) computes its accumulators in ``local`` scope with the intrinsic and applies
     the epilogue straight from them.
     """
-    _schedule_amax(sch, src)
-    _schedule_im2col(sch, isa, src)
+    if not isa.gpu:
+        _schedule_amax(sch, src)
+        _schedule_im2col(sch, isa, src)
+    elif not act_free(sch):
+        # the scale is recomputed by its two readers: as its own kernel, storage reuse would run it in
+        # place (one workspace behind two `restrict` pointers, undefined in OpenCL C and CUDA)
+        sch.compute_inline(sch.get_sblock("x_scale"))
     out, tile = _tile_out(sch, src, til.mr * isa.mt, til.nr * isa.nt)
     no = tile[-1]
     acc = sch.get_sblock("acc")
     owner = acc if bits == 8 else sch.get_sblock("acc_f")
     sch.compute_at(owner, no, preserve_unit_loops=True)
-    fused = sch.fuse(*tile)
-    if til.parallel:  # before decompose/tensorize: parallel needs reduction blocks with their init
-        sch.parallel(fused)
-    tile = [fused]
-    loops = sch.get_loops(owner)[1:]
+    if isa.gpu:
+        tile = _bind_tile(sch, tile, isa.gpu_threads)
+    else:
+        fused = sch.fuse(*tile)
+        if til.parallel:  # before decompose/tensorize: parallel needs reduction blocks with their init
+            sch.parallel(fused)
+        tile = [fused]
+    loops = sch.get_loops(owner)[len(tile) :]
     # loops of the register-tile owner under the tile: unit batch loop, spatial, then reduction
     if isa.family == "mmla":
         ub, mb, nb, r, c, *red = loops
@@ -149,6 +208,8 @@ def schedule_int(sch, isa: Isa, bits: int, til: Tiling, src: Source, intrin: str
         _vectorize_inner(sch, out, 16)
     else:
         _vectorize_inner(sch, out, isa.nt if isa.family == "bcast" else 4)
+    if isa.gpu:
+        bind_root_blocks(sch, isa.gpu_threads)
 
 
 def _order_acc(sch, isa: Isa, spatial_inner, red, unit=()):
@@ -159,7 +220,7 @@ def _order_acc(sch, isa: Isa, spatial_inner, red, unit=()):
         (k,) = red
         ko, ki = sch.split(k, [None, isa.kt])
         sch.reorder(*unit, ko, mi, nio, nii, ki)
-        return ko, [mi, nio], nii
+        return ko, [mi, nio], ki if isa.gpu else nii  # GPU: a one-column tile, tensorize the k lanes
     if isa.family == "mmla":
         mi, ni, r, c = spatial_inner
         (k,) = red
@@ -176,7 +237,8 @@ def _finish_acc(sch, isa: Isa, acc, ko, unroll, tensor_loop, intrin: str) -> Non
     """Accumulators to local scope, init hoisted out of the k loop, tensorize, unroll the tile."""
     sch.set_scope(acc, 0, "local")
     init = sch.decompose_reduction(acc, ko)
-    sch.tensorize(tensor_loop, intrin)
+    if intrin:  # OpenCL has none: plain integer multiply-adds
+        sch.tensorize(tensor_loop, intrin)
     for loop in unroll:
         sch.unroll(loop)
     _vectorize_inner(sch, init, isa.nt if isa.family == "bcast" else 4)
@@ -188,6 +250,13 @@ def schedule_fp32(sch, isa: Isa, til: Tiling, src: Source) -> None:
     out, tile = _tile_out(sch, src, til.mr, til.nr * lanes)
     acc = sch.get_sblock("acc")
     sch.compute_at(acc, tile[-1], preserve_unit_loops=True)
+    if isa.gpu:  # one output per thread, the accumulator in a register
+        _bind_tile(sch, tile, isa.gpu_threads)
+        k = sch.get_loops(acc)[-1]
+        sch.set_scope(acc, 0, "local")
+        sch.decompose_reduction(acc, k)
+        bind_root_blocks(sch, isa.gpu_threads)
+        return
     fused = sch.fuse(*tile)
     if til.parallel:
         sch.parallel(fused)

@@ -34,6 +34,8 @@ def choose_tiling(isa: Isa, batch: int, m: int, n: int, k: int) -> Tiling:
     accumulators go along N. Otherwise (mr in {4, 3, 2}, nr a divisor of the n-block count, so no
     tail tiles) maximise ``accumulators used * useful rows / padded rows``, then prefer larger mr.
     """
+    if isa.gpu:
+        return Tiling(mr=1, nr=1, parallel=False)
     rows = -(-m // isa.mt)
     nblocks = padded_n(isa, n) // isa.nt
     if rows == 1:
@@ -57,6 +59,8 @@ def choose_tiling(isa: Isa, batch: int, m: int, n: int, k: int) -> Tiling:
 
 def fp32_tiling(isa: Isa, batch: int, m: int, n: int, k: int) -> Tiling:
     """fp32 register tile: ``mr`` rows (a divisor of M, <= 4) x ``nr`` vectors of ``fp32_lanes``."""
+    if isa.gpu:
+        return Tiling(mr=1, nr=1, parallel=False)
     nblocks = round_up(n, isa.fp32_lanes) // isa.fp32_lanes
     mr = divisor_at_most(m, 4)
     vregs = max(1, isa.fp32_lanes // (isa.vector_bits // 32))

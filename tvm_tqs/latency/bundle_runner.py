@@ -3,13 +3,18 @@
 
 Usage on the (air-gapped) device, from the copied bundle directory::
 
-    python3 bundle_runner.py [BUNDLE_DIR] [--out results.json] [--device cpu] [--skip KEY ...]
+    python3 bundle_runner.py [BUNDLE_DIR] [--out results.json] [--device-id 0] [--skip KEY ...]
 
 The bundle holds ``manifest.json``, the exported libraries (``libs/*.so``) and model inputs
 (``inputs/*.npy``). Every kernel and model listed is timed with ``time_evaluator`` on seeded random
 inputs; ``results.json`` (written atomically at the end) holds one record per entry, self-describing
 so that the host can import it without the manifest. Progress goes to ``results.partial.jsonl``
 (one fsync'd line per entry) so that a crash or Ctrl-C loses nothing: a rerun skips what is there.
+
+The manifest names the device kind (``cpu``, ``cuda``, ``opencl``). GPU bundles run on ``cuda:N`` /
+``opencl:N`` (``--device-id N``) and need a TVM runtime with that backend, which compiles the CUDA C /
+OpenCL source inside the libraries when it loads them. Without the device the runner stops before
+measuring anything (exit status 3, `EXIT_NO_DEVICE`).
 
 This file is also imported by the local and RPC runners (``tvm_tqs.latency.bundles``, ``local_runner``,
 ``rpc_runner``): they time with the
@@ -34,6 +39,13 @@ VERSION = 1
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 PARTIAL = "results.partial.jsonl"
+# Exit status when the bundle's device is not on this machine (nothing was measured; a rerun elsewhere).
+EXIT_NO_DEVICE = 3
+
+
+class DeviceMissing(RuntimeError):
+    """The device kind the bundle was built for is not on this machine."""
+
 
 # Integer tensors that may hold indices (gather/take positions, shape values) get zeros: always in
 # range, so a kernel that indexes with them cannot read out of bounds. Narrow integers are data
@@ -104,9 +116,18 @@ def time_function(owner, name: str, dev, tensors, config: dict) -> dict:
     return summarize(timer(*tensors).results)
 
 
-def device_info() -> dict:
-    """What the results were measured on (recorded, not interpreted)."""
-    return {"machine": platform.machine(), "node": platform.node(), "platform": platform.platform()}
+def device_info(dev=None) -> dict:
+    """What the results were measured on (recorded, not interpreted): the host, and for a GPU ``dev`` its
+    kind and index (``"cuda:0"``), name and compute version."""
+    info = {"machine": platform.machine(), "node": platform.node(), "platform": platform.platform()}
+    if dev is not None and str(dev).split(":", 1)[0] not in ("cpu", "llvm"):
+        info["device"] = str(dev)
+        for attr in ("device_name", "compute_version"):
+            try:
+                info[attr] = getattr(dev, attr)
+            except Exception:  # noqa: BLE001 - not every backend answers every attribute
+                pass
+    return info
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
@@ -120,10 +141,25 @@ def _tensors(arrays, dev):
     return [tvm.runtime.tensor(contiguous(np.asarray(a)), dev) for a in arrays]
 
 
-def _device(name: str):
+def open_device(name: str, device_id: int = 0):
+    """``tvm.runtime.device(name, device_id)``; raises DeviceMissing (with what to do) when it is not here."""
     import tvm
 
-    return tvm.runtime.device(name, 0)
+    dev = tvm.runtime.device(name, device_id)
+    if name in ("cpu", "llvm"):
+        return dev
+    if not tvm.runtime.enabled(name):
+        raise DeviceMissing(
+            f"this bundle measures on '{name}', and TVM's {name} runtime is not available here "
+            f"(tvm.runtime.enabled('{name}') is False: no {name} driver, or a TVM built without {name}): "
+            f"run it on the machine with the GPU, with a TVM runtime that has {name}"
+        )
+    if not dev.exist:
+        raise DeviceMissing(
+            f"this bundle measures on '{name}:{device_id}', and this machine has no such device: run it on "
+            "the machine with the GPU (--device-id picks another GPU there)"
+        )
+    return dev
 
 
 def _run_kernel(bundle: str, entry: dict, dev, config: dict, modules: dict) -> dict:
@@ -175,15 +211,24 @@ def read_partial(path: str) -> dict:
 
 
 def run_bundle(
-    bundle: str, out: str | None = None, device: str | None = None, skip=(), fresh: bool = False
+    bundle: str,
+    out: str | None = None,
+    device: str | None = None,
+    skip=(),
+    fresh: bool = False,
+    device_id: int = 0,
 ) -> dict:
-    """Measure every entry of the bundle in ``bundle``; returns (and writes) the results document."""
+    """Measure every entry of the bundle in ``bundle``; returns (and writes) the results document.
+
+    ``device`` overrides the manifest's device kind; raises DeviceMissing before measuring anything when
+    the device is not on this machine.
+    """
     with open(os.path.join(bundle, MANIFEST)) as f:
         manifest = json.load(f)
     if manifest.get("format") != FORMAT or int(manifest.get("version", 0)) > VERSION:
         raise SystemExit(f"{bundle}: not a version-{VERSION} {FORMAT} manifest")
     config = manifest["config"]
-    dev = _device(device or manifest.get("device", "cpu"))
+    dev = open_device(device or manifest.get("device", "cpu"), device_id)
     partial = os.path.join(bundle, PARTIAL)
     if fresh and os.path.exists(partial):
         os.remove(partial)
@@ -223,7 +268,7 @@ def run_bundle(
         "bundle_id": manifest.get("bundle_id"),
         "target": manifest.get("target"),
         "config": config,
-        "device": device_info(),
+        "device": device_info(dev),
         "results": results,
     }
     out = out or os.path.join(bundle, RESULTS)
@@ -240,11 +285,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Measure a tvm_tqs latency bundle on this device.")
     p.add_argument("bundle", nargs="?", default=os.path.dirname(os.path.abspath(__file__)))
     p.add_argument("--out", default=None, help="results file (default: BUNDLE/results.json)")
-    p.add_argument("--device", default=None, help="TVM device name (default: the manifest's, e.g. cpu)")
+    p.add_argument(
+        "--device", default=None, help="TVM device kind (default: the manifest's: cpu, cuda, opencl)"
+    )
+    p.add_argument("--device-id", type=int, default=0, help="index of the GPU to measure on (default 0)")
     p.add_argument("--skip", action="append", default=[], help="entry key to record as failed, not run")
     p.add_argument("--fresh", action="store_true", help="ignore earlier progress in results.partial.jsonl")
     a = p.parse_args(argv)
-    doc = run_bundle(a.bundle, a.out, a.device, set(a.skip), a.fresh)
+    try:
+        doc = run_bundle(a.bundle, a.out, a.device, set(a.skip), a.fresh, a.device_id)
+    except DeviceMissing as err:
+        print(f"bundle_runner: {err}", file=sys.stderr)
+        return EXIT_NO_DEVICE
     failed = sum("error" in r for r in doc["results"])
     print(
         f"{len(doc['results'])} entries measured ({failed} failed) -> {a.out or os.path.join(a.bundle, RESULTS)}"

@@ -111,13 +111,30 @@ def write_bundle(
     tmp = root / (br.MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(tmp, root / br.MANIFEST)
-    (root / "README.txt").write_text(
-        f"tvm_tqs latency bundle for target '{spec.name}' ({len(kernels)} kernels, {len(model_entries)} models).\n"
-        "On the device (numpy + the TVM runtime of the same version, "
-        f"{tvm.__version__}):\n\n    python3 bundle_runner.py\n\n"
+    (root / "README.txt").write_text(_readme(spec, len(kernels), len(model_entries)))
+    return manifest, errors
+
+
+_GPU_RUNTIME = {
+    "cuda": "a TVM runtime with CUDA (it compiles the CUDA C in the libraries when loading them: "
+    "NVRTC, or nvcc with TVM_CUDA_COMPILE_MODE=nvcc)",
+    "opencl": "a TVM runtime built with OpenCL (it compiles the OpenCL C in the libraries when loading them)",
+}
+
+
+def _readme(spec, n_kernels: int, n_models: int) -> str:
+    kind = device_name(spec)
+    needs = f"numpy + the TVM runtime of the same version, {tvm.__version__}"
+    if kind in _GPU_RUNTIME:
+        needs += f"; {_GPU_RUNTIME[kind]}"
+    where, flag = "the device", ""
+    if kind != "cpu":
+        where, flag = f"the machine with the {kind} device", f" [--device-id N]    # default {kind}:0"
+    return (
+        f"tvm_tqs latency bundle for target '{spec.name}' on device kind '{kind}' ({n_kernels} kernels, "
+        f"{n_models} models).\nOn {where}, with {needs}:\n\n    python3 bundle_runner.py{flag}\n\n"
         "then copy results.json back next to manifest.json on the host.\n"
     )
-    return manifest, errors
 
 
 def read_results(path: str | os.PathLike, runner: str = "offline") -> list[Measurement]:
@@ -136,21 +153,24 @@ def measurements_from_records(records, config: dict, device: str, runner: str) -
     ]
 
 
-def run_bundle_isolated(bundle: Path, timeout_s: float) -> None:
+def run_bundle_isolated(bundle: Path, timeout_s: float, device_id: int = 0) -> None:
     """Run bundle_runner.py in subprocesses until every entry has a record; an entry whose run kills
-    the process (segfault, abort) is recorded as failed and skipped by the next subprocess."""
+    the process (segfault, abort) is recorded as failed and skipped by the next subprocess. A bundle
+    whose device is missing raises MeasurementError at once (no entry is to blame)."""
     partial = bundle / br.PARTIAL
     manifest = json.loads((bundle / br.MANIFEST).read_text())
     order = [e["key"] for e in manifest["kernels"]] + [e["key"] for e in manifest["models"]]
     skip: list[str] = []
     while True:
-        cmd = [sys.executable, str(bundle / "bundle_runner.py"), str(bundle)]
+        cmd = [sys.executable, str(bundle / "bundle_runner.py"), str(bundle), "--device-id", str(device_id)]
         for key in skip:
             cmd += ["--skip", key]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
             died = proc.returncode != 0
             detail = proc.stderr.strip().splitlines()[-1:] if died else []
+            if proc.returncode == br.EXIT_NO_DEVICE:
+                raise MeasurementError(" ".join(detail) or "the bundle's device is not on this host")
         except subprocess.TimeoutExpired:
             died, detail = True, [f"timed out after {timeout_s:g} s"]
         if not died:

@@ -5,6 +5,12 @@ target; where it came from (a fused fp32 site, an int8 kernel of the quantize pa
 micro-kernel) does not matter. `KernelFeatures` describe the *site* a kernel implements, in the terms
 the latency model learns from (op kinds, shapes, MACs, precision, target), so that unmeasured
 (site, precision) pairs can be predicted from measured ones.
+
+GPU targets (CUDA, OpenCL): a PrimFunc without a GPU thread binding builds "successfully" and then runs
+on the host, so a kernel job for a GPU target holds bound code: `KernelJob.create` gives every unbound
+PrimFunc dlight's default GPU schedule (`bind_threads`, as `targets.build.build` does in the deployed
+model) and hashes what it will build; the quantized kernels of the GPU kernel sets are bound already
+and kept as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from tvm_tqs.graph import FusedOp, call_sites, count_macs, fused_ops
 from tvm_tqs.passes.fuse import OP_KINDS_ATTR
 from tvm_tqs.targets.registry import TargetSpec, get_target
 
+from .devices import is_gpu
+from .schedules import bind_threads, gpu_schedule, loop_order_schedule, target_schedule
+
 __all__ = [
     "ArgSpec",
     "KernelFeatures",
@@ -34,9 +43,12 @@ __all__ = [
     "Measurement",
     "ModelJob",
     "Schedule",
+    "bind_threads",
+    "gpu_schedule",
     "kernel_hash",
     "loop_order_schedule",
     "site_jobs",
+    "target_schedule",
     "tir_stats",
 ]
 
@@ -45,19 +57,6 @@ SCHEMA = 1
 
 # A schedule hook: takes the PrimFunc of a site and the target, returns the PrimFunc to build.
 Schedule = Callable[[tirx.PrimFunc, TargetSpec], tirx.PrimFunc]
-
-
-def loop_order_schedule(func: tirx.PrimFunc, spec: TargetSpec) -> tirx.PrimFunc:
-    """Schedule hook applying `tvm_tqs.passes.reduction_loop_order.ReductionLoopOrder` to one kernel.
-
-    Use it when the deployed model is built with that pass (as the compiled rollout is), so that the
-    kernels measured are the kernels deployed. CPU targets only; other kernels are returned unchanged.
-    """
-    if spec.kind not in ("x86", "arm_cpu"):
-        return func
-    from tvm_tqs.passes.reduction_loop_order import ReductionLoopOrder
-
-    return ReductionLoopOrder()(tvm.IRModule({"main": func}))["main"]
 
 
 @dataclass(frozen=True)
@@ -316,26 +315,33 @@ class KernelJob:
     ) -> KernelJob:
         """A job from a PrimFunc or an IRModule of PrimFuncs (`entry` names the one to time).
 
-        Without `features`, they are read from the entry PrimFunc (`KernelFeatures.from_primfunc`).
+        Without `features`, they are read from the entry PrimFunc (`KernelFeatures.from_primfunc`), before
+        any GPU schedule. For a GPU target, unbound PrimFuncs get dlight's default GPU schedule
+        (`bind_threads`) and the hash is that of the bound code; a function dlight cannot bind is kept
+        as it is, and building the job then fails with the reason (only that job).
         """
         spec = get_target(target)
         if isinstance(kernel, tirx.PrimFunc):
             entry = entry or name or "kernel"
             mod = tvm.IRModule({entry: kernel})
-            khash = kernel_hash(kernel)
         else:
             mod = kernel
             entry = _entry_of(mod, entry)
-            prims = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
-            khash = kernel_hash(prims[0]) if len(prims) == 1 else kernel_hash(mod)
         func = mod[entry]
         if features is None:
             features = KernelFeatures.from_primfunc(func, precision, spec)
+        if is_gpu(spec):
+            try:
+                mod = bind_threads(mod, spec)
+            except ValueError:
+                pass  # build_kernels reports it for this job alone
+        prims = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
+        khash = kernel_hash(prims[0]) if len(prims) == 1 else kernel_hash(mod)
         return cls(
             name=name or entry,
             target=spec.name,
             entry=entry,
-            args=_arg_specs(func),
+            args=_arg_specs(mod[entry]),
             kernel_hash=khash,
             features=features,
             mod=mod,
@@ -523,8 +529,10 @@ def site_jobs(
     """The fp32 kernel of every call site of a fused module: ``{site index: KernelJob}``.
 
     Sites that call the same PrimFunc share one job object (measured once). `schedule`, when given,
-    turns each site's PrimFunc into the one to build for `target` (e.g. a target schedule from
-    tvm_tqs.targets); the job hashes the scheduled kernel, so a new schedule is measured anew.
+    turns each site's PrimFunc into the one to build for `target` (e.g. `target_schedule`, what the
+    deployed model runs); the job hashes the scheduled kernel, so a new schedule is measured anew. On a
+    GPU target every site is bound to GPU threads in any case (dlight, after `schedule`; see
+    `KernelJob.create`).
     """
     spec = get_target(target)
     ops = list(ops) if ops is not None else fused_ops(mod)

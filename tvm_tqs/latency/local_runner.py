@@ -1,4 +1,9 @@
-"""`LocalRunner`: measures on this host, in-process or (``isolate=True``) through a bundle in subprocesses."""
+"""`LocalRunner`: measures on this host, in-process or (``isolate=True``) through a bundle in subprocesses.
+
+CPU targets run on ``tvm.cpu()``; GPU targets on ``tvm.cuda(i)`` / ``tvm.opencl(i)`` when this host has
+that device and the target's host code is for this machine (`devices.local_device`), else the runner
+refuses with the way to measure them elsewhere (RPC or an offline bundle).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,16 @@ from pathlib import Path
 
 import tvm
 
-from tvm_tqs.errors import TQSError
 from tvm_tqs.targets.registry import TargetSpec, get_target
 
 from . import bundle_runner as br
-from .build import build_kernels, device_name
+from .build import build_kernels
 from .bundles import measurements_from_records, read_results, run_bundle_isolated, write_bundle
+from .devices import TargetNotRunnableError, local_device
 from .jobs import KernelJob, MeasureConfig, Measurement, ModelJob
 from .runner_base import OnResult, Runner, error_measurement, group_by_target, stats_config
 
-
-class TargetNotRunnableError(TQSError):
-    """A local measurement was asked for a target this host cannot run."""
+__all__ = ["LocalRunner", "TargetNotRunnableError"]
 
 
 class LocalRunner(Runner):
@@ -34,7 +37,7 @@ class LocalRunner(Runner):
         process with it). True: export a bundle to a temporary directory and time it with
         ``bundle_runner.py`` in subprocesses; a crashing kernel is recorded as failed.
     device_id : int
-        Device index for GPU targets.
+        Device index for GPU targets (``tvm.cuda(device_id)``); the isolated mode uses it too.
     """
 
     name = "local"
@@ -42,20 +45,17 @@ class LocalRunner(Runner):
     def __init__(self, isolate: bool = False, device_id: int = 0):
         self.isolate = isolate
         self.device_id = device_id
+        self._label = json.dumps(br.device_info(), sort_keys=True)
 
     def _device(self, spec: TargetSpec):
-        dev = tvm.runtime.device(device_name(spec), self.device_id)
-        runnable = spec.runnable_here or (spec.kind in ("cuda", "opencl") and dev.exist)
-        if not runnable:
-            raise TargetNotRunnableError(
-                f"target '{spec.name}' cannot run on this host; measure it with an RPC runner (a device "
-                "registered with a TVM RPC tracker) or an offline bundle"
-            )
+        """The device that runs `spec` here (raises TargetNotRunnableError); the label follows it."""
+        dev = local_device(spec, self.device_id)
+        self._label = json.dumps(br.device_info(dev), sort_keys=True)
         return dev
 
     @property
     def _device_label(self) -> str:
-        return json.dumps(br.device_info(), sort_keys=True)
+        return self._label
 
     def measure(
         self, jobs: Sequence[KernelJob], config: MeasureConfig, on_result: OnResult | None = None
@@ -103,7 +103,9 @@ class LocalRunner(Runner):
         with tempfile.TemporaryDirectory(prefix="tqs-bundle-") as tmp:
             _, errors = write_bundle(tmp, jobs, config, models)
             try:
-                run_bundle_isolated(Path(tmp), config.timeout_s * (len(jobs) + len(models) + 1))
+                run_bundle_isolated(
+                    Path(tmp), config.timeout_s * (len(jobs) + len(models) + 1), device_id=self.device_id
+                )
             except BaseException:
                 # Ctrl-C (the child gets it too) or a failure: hand over what the child finished.
                 if on_result is not None:

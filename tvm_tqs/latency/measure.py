@@ -20,6 +20,7 @@ from tvm_tqs.targets.registry import TargetSpec, get_target
 from . import bundle_runner as br
 from .build import build_model
 from .cache import LatencyCache
+from .devices import device_kind, is_gpu
 from .jobs import ArgSpec, KernelJob, MeasureConfig, Measurement, ModelJob, kernel_hash
 from .runners import MeasurementPending, Runner, make_runner
 
@@ -108,8 +109,10 @@ def model_job(
     Parameters
     ----------
     model : IRModule, VMExecutable, or path of an exported library
-        An IRModule (fused or not) is built for `target` with TVM's default pipeline; an executable
-        is used as built; a path is a library already exported for the target's device.
+        An IRModule (fused or not) is built for `target` as the artifact is (`targets.build.build`:
+        dlight on GPU targets); an executable is used as built (for a GPU target it must hold GPU code:
+        one built without GPU schedules is refused); a path is a library already exported for the
+        target's device.
     inputs : sequence of numpy arrays, optional
         Arguments of ``main``. Default: seeded random arrays from ``main``'s parameter types (needs an
         IRModule).
@@ -126,6 +129,7 @@ def model_job(
         model_hash = _file_hash(library_path)
     else:
         executable = model
+        _check_device_code(executable, spec)
         model_hash = _executable_hash(executable, spec)
     if inputs is None:
         if specs is None:
@@ -150,6 +154,29 @@ def model_job(
         executable=executable,
         library_path=library_path,
     )
+
+
+def _device_code_kinds(module) -> set[str]:
+    kinds, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        kinds.add(str(m.kind))
+        todo.extend(m.imports)
+    return kinds
+
+
+def _check_device_code(executable, spec: TargetSpec) -> None:
+    """A GPU target's executable must hold code for the GPU: one built without GPU schedules compiles
+    every PrimFunc for the host, and timing it would report host latency under the GPU target's name."""
+    if not is_gpu(spec):
+        return
+    module = getattr(executable, "mod", executable)
+    kind = device_kind(spec)
+    if kind not in _device_code_kinds(module):
+        raise ValueError(
+            f"the executable holds no {kind} code, so it would run on the host, not on target '{spec.name}': "
+            "build it with tvm_tqs.targets.build.build (GPU schedules), or pass the Relax module instead"
+        )
 
 
 def _executable_hash(executable: relax.VMExecutable, spec: TargetSpec) -> str:

@@ -12,6 +12,7 @@ from tvm_tqs.errors import TQSError
 
 from . import bundle_runner as br
 from .bundles import read_results, write_bundle
+from .devices import device_kind
 from .jobs import KernelJob, MeasureConfig, Measurement, ModelJob
 from .runner_base import OnResult, Runner
 
@@ -30,10 +31,14 @@ class MeasurementPending(TQSError):
 
     def __init__(self, bundle_dir: Path, done: list[Measurement], pending: list[str], target: str):
         self.bundle_dir, self.done, self.pending = Path(bundle_dir), done, pending
+        kind = device_kind(target)
+        device, needs = "the device", "numpy and the TVM runtime"
+        if kind != "cpu":
+            device, needs = f"the machine with the {kind} device", f"numpy and a TVM runtime with {kind}"
         super().__init__(
-            f"{len(pending)} latency measurement(s) for target '{target}' must run on the device: a bundle "
-            f"was written to {bundle_dir}. Copy that directory to the device, run `python3 bundle_runner.py` "
-            f"inside it (needs only numpy and the TVM runtime), copy the results.json it writes back into "
+            f"{len(pending)} latency measurement(s) for target '{target}' must run on {device}: a bundle "
+            f"was written to {bundle_dir}. Copy that directory there, run `python3 bundle_runner.py` "
+            f"inside it (needs only {needs}), copy the results.json it writes back into "
             f"{bundle_dir}, and run again: the results are imported and cached, nothing is measured twice."
         )
 

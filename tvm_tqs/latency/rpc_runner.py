@@ -1,7 +1,9 @@
 """`RPCRunner`: measures on devices registered with a TVM RPC tracker under one key.
 
 Kernels are built and cross-compiled here, uploaded, and timed remotely; one worker thread per device
-registered under the key, so a fleet of boards measures a table in parallel.
+registered under the key, so a fleet of boards measures a table in parallel. GPU targets run on the
+server's ``cuda:N`` / ``opencl:N`` (``session.cuda(N)``, ``session.cl(N)``; `remote_device`); a server
+without that device stops the measurement with `RemoteDeviceMissingError` instead of failing kernel by kernel.
 """
 
 from __future__ import annotations
@@ -19,16 +21,47 @@ from pathlib import Path
 import tvm
 
 from tvm_tqs.errors import MeasurementError, TQSError
-from tvm_tqs.targets.registry import get_target
+from tvm_tqs.targets.registry import TargetSpec, get_target
 
 from . import bundle_runner as br
-from .build import build_kernels, device_name, export_library
+from .build import build_kernels, export_library
+from .devices import device_kind, is_gpu
 from .jobs import KernelJob, MeasureConfig, Measurement, ModelJob
 from .runner_base import OnResult, Runner, error_measurement, group_by_target, stats_config
+
+__all__ = ["RPCRunner", "RPCUnavailableError", "RemoteDeviceMissingError", "remote_device"]
 
 
 class RPCUnavailableError(MeasurementError):
     """The RPC tracker cannot be reached, or no device is registered (or free) under the key (CLI exit 4)."""
+
+
+class RemoteDeviceMissingError(RPCUnavailableError):
+    """The RPC server answered, but has no device of the kind the target runs on (a GPU server without
+    CUDA, or a server started from a TVM build without that backend)."""
+
+
+def remote_device(session, target: str | TargetSpec, device_id: int = 0, where: str = "the RPC server"):
+    """The server's device for `target`: ``session.cuda(i)``, ``session.cl(i)`` or ``session.cpu(i)``.
+
+    Raises RemoteDeviceMissingError (naming `where`, the target and what to check) when the server has
+    no such device.
+    """
+    spec = get_target(target)
+    kind = device_kind(spec)
+    dev = session.device(kind, device_id)
+    if dev.exist:
+        return dev
+    fix = (
+        f"start that server on the machine with the GPU, from a TVM runtime built with {kind} (check there: "
+        f'python -c "import tvm; print(tvm.{"cuda" if kind == "cuda" else "opencl"}({device_id}).exist)")'
+        if is_gpu(spec)
+        else "check the server's TVM runtime"
+    )
+    raise RemoteDeviceMissingError(
+        f"{where} has no {kind}:{device_id} for target '{spec.name}' (the remote {kind}:{device_id} does not "
+        f"exist): {fix}, or pick another device with device_id"
+    )
 
 
 def _parse_hostport(tracker: str) -> tuple[str, int]:
@@ -62,6 +95,8 @@ class RPCRunner(Runner):
         How long to wait for the tracker to hand out a device (all may be busy) before giving up.
     session_timeout_s : float, optional
         Server-side limit of one session; default: ``config.timeout_s`` x (kernels per worker + 2).
+    device_id : int
+        Index of the server's device for GPU targets (``session.cuda(device_id)``).
     """
 
     def __init__(
@@ -74,6 +109,7 @@ class RPCRunner(Runner):
         session_timeout_s: float | None = None,
         connect_timeout_s: float = 5.0,
         priority: int = 1,
+        device_id: int = 0,
     ):
         self.host, self.port = _parse_hostport(tracker)
         self.key = key
@@ -82,7 +118,17 @@ class RPCRunner(Runner):
         self.session_timeout_s = session_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.priority = priority
+        self.device_id = device_id
         self.name = f"rpc://{self.host}:{self.port}/{key}"
+
+    def _device(self, sess, spec: TargetSpec):
+        return remote_device(
+            sess, spec, self.device_id, f"the device under key '{self.key}' at {self._where}"
+        )
+
+    def _label(self, spec: TargetSpec, worker: int | None = None) -> str:
+        label = self.key if worker is None else f"{self.key}#{worker}"
+        return f"{label}/{device_kind(spec)}:{self.device_id}" if is_gpu(spec) else label
 
     @property
     def _where(self) -> str:
@@ -162,7 +208,8 @@ class RPCRunner(Runner):
 
     def _measure_built(self, jobs, built, paths, spec, config, devices, on_result) -> list[Measurement]:
         results: dict[int, Measurement] = {
-            i: error_measurement(jobs[i], config, self.name, self.key, err) for i, err in built.errors.items()
+            i: error_measurement(jobs[i], config, self.name, self._label(spec), err)
+            for i, err in built.errors.items()
         }
         todo: queue.Queue[int] = queue.Queue()
         for i in sorted(built.located):
@@ -170,7 +217,9 @@ class RPCRunner(Runner):
         workers = max(1, min(self.n_parallel or devices, todo.qsize()))
         per_worker = -(-todo.qsize() // workers)
         session_timeout = self.session_timeout_s or config.timeout_s * (per_worker + 2)
-        failures: list[str] = []
+        # (error class, message), not the exception: its traceback would hold the worker's frame and so
+        # its RPC session, keeping the server busy for as long as the caller keeps the error.
+        failures: list[tuple[type, str]] = []
         lock = threading.Lock()
 
         def done(i: int, m: Measurement) -> None:
@@ -190,7 +239,7 @@ class RPCRunner(Runner):
                     try:
                         if sess is None:
                             sess = self._session(session_timeout)
-                            modules, dev = {}, sess.device(device_name(spec))
+                            modules, dev = {}, self._device(sess, spec)
                         lib_index, symbol = built.located[i]
                         if lib_index not in modules:
                             sess.upload(str(paths[lib_index]))
@@ -203,14 +252,14 @@ class RPCRunner(Runner):
                         done(
                             i,
                             Measurement.from_stats(
-                                jobs[i], config, stats, self.name, f"{self.key}#{wid}", time.time()
+                                jobs[i], config, stats, self.name, self._label(spec, wid), time.time()
                             ),
                         )
                         break
                     except RPCUnavailableError as err:
                         # No device for this worker: give the kernel back to the others and stop.
                         with lock:
-                            failures.append(str(err))
+                            failures.append((type(err), str(err)))
                         todo.put(i)
                         return
                     except Exception as err:  # noqa: BLE001
@@ -224,7 +273,7 @@ class RPCRunner(Runner):
                                     jobs[i],
                                     config,
                                     self.name,
-                                    self.key,
+                                    self._label(spec),
                                     f"{type(err).__name__}: {err}"[:2000],
                                 ),
                             )
@@ -235,11 +284,14 @@ class RPCRunner(Runner):
         for t in threads:
             t.join()
         if not todo.empty() and len(results) == len(built.errors):
-            raise RPCUnavailableError(failures[0] if failures else f"no device under key '{self.key}'")
+            cls, message = (
+                failures[0] if failures else (RPCUnavailableError, f"no device under key '{self.key}'")
+            )
+            raise cls(message)
         while not todo.empty():
             i = todo.get_nowait()
             results[i] = error_measurement(
-                jobs[i], config, self.name, self.key, failures[0] if failures else "not run"
+                jobs[i], config, self.name, self._label(spec), failures[0][1] if failures else "not run"
             )
         return [results[i] for i in range(len(jobs))]
 
@@ -255,12 +307,19 @@ class RPCRunner(Runner):
             else:
                 export_library(job.executable, path, spec)
             sess = self._session(self.session_timeout_s or config.timeout_s * 3)
+            missing = None
+            try:
+                dev = self._device(sess, spec)
+            except RemoteDeviceMissingError as err:
+                missing = str(err)
+            if missing is not None:  # an error of the setup, not of the model
+                sess = None  # released before raising: the error's traceback holds this frame
+                raise RemoteDeviceMissingError(missing)
             try:
                 sess.upload(str(path))
-                dev = sess.device(device_name(spec))
                 vm = VirtualMachine(sess.load_module(path.name), dev)
                 tensors = [tvm.runtime.tensor(br.contiguous(a), dev) for a in job.arrays]
                 stats = br.time_function(vm, "main", dev, tensors, stats_config(config))
             except Exception as err:  # noqa: BLE001
                 stats = {"error": f"{type(err).__name__}: {err}"[:2000]}
-        return Measurement.from_stats(job, config, stats, self.name, self.key, time.time())
+        return Measurement.from_stats(job, config, stats, self.name, self._label(spec), time.time())

@@ -23,7 +23,7 @@ from tvm_tqs.errors import TQSError
 from .bundles import read_results, write_bundle  # noqa: F401 - read_results was always importable from here
 from .local_runner import LocalRunner, TargetNotRunnableError
 from .offline_runner import MeasurementPending, OfflineRunner, export_bundle, import_results
-from .rpc_runner import RPCRunner, RPCUnavailableError
+from .rpc_runner import RemoteDeviceMissingError, RPCRunner, RPCUnavailableError, remote_device
 from .runner_base import Runner
 
 __all__ = [
@@ -32,11 +32,13 @@ __all__ = [
     "OfflineRunner",
     "RPCRunner",
     "RPCUnavailableError",
+    "RemoteDeviceMissingError",
     "Runner",
     "TargetNotRunnableError",
     "export_bundle",
     "import_results",
     "make_runner",
+    "remote_device",
     "write_bundle",
 ]
 
