@@ -38,6 +38,8 @@ def test_kernel_set_names():
         "aarch64-neon",
         "aarch64-dotprod",
         "aarch64-i8mm",
+        "cuda-dp4a",
+        "opencl-int",
     }
     with pytest.raises(ValueError, match="unknown kernel set"):
         get_kernel_set("riscv")
