@@ -2,6 +2,8 @@
 
     python benchmarks/budget_sweep.py [--models NAME ...] [--points P] [--random-seeds R] [--windows N]
                                       [--out benchmarks/results] [--dry-run]
+    python benchmarks/budget_sweep.py --quantizers rtn bitsplit [...]   (the quantizer column: TQS plans per
+                                      weight quantizer; benchmarks/budget_sweep_quantizers.py)
 
 For every zoo model (benchmarks/zoo/models/*.onnx and tvm_tqs/examples/*.onnx), target "x86" (this host),
 P size budgets evenly spaced from the all-int4 model size to the all-int8 model size, plus the all-fp16 size
@@ -491,12 +493,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random plans")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     parser.add_argument("--dry-run", action="store_true", help="solve and count the plans, measure nothing")
+    parser.add_argument(
+        "--quantizers",
+        nargs="+",
+        choices=("rtn", "mse", "bitsplit"),
+        help="the quantizer column instead: TQS plans per quantizer (first = reference; "
+        "benchmarks/budget_sweep_quantizers.py)",
+    )
     args = parser.parse_args(argv)
     if args.points < 2:
         parser.error("--points must be at least 2 (the all-int4 and the all-int8 size)")
     command = command_line("budget_sweep.py")
     paths = selected_models(args.models)
     env = machine_env()
+    if args.quantizers:
+        if len(args.quantizers) < 2:
+            parser.error("--quantizers needs at least two quantizers to compare")
+        import budget_sweep_quantizers
+
+        return budget_sweep_quantizers.run(args, command, env, paths, args.out)
     start = time.perf_counter()
     results, failures = per_model(
         paths,

@@ -185,23 +185,26 @@ class Evaluator:
         self.ref_norm = float(np.linalg.norm(self.ref))
         self.ref_seconds = time.perf_counter() - t0
 
-    def _rollout(self, site_plan: dict[int, str]) -> np.ndarray:
+    def _rollout(self, site_plan: dict[int, str], quantizer: str = "rtn") -> np.ndarray:
         t0 = time.perf_counter()
-        compiled = tvm_tqs.compile(self.path, target=TARGET, plan=site_plan, batch=len(self.x))
+        compiled = tvm_tqs.compile(
+            self.path, target=TARGET, plan=site_plan, batch=len(self.x), quantizer=quantizer
+        )
         out = compiled.rollout(self.x, self.horizon).astype(np.float64)
         self.compiles += 1
         self.seconds += time.perf_counter() - t0
         return out
 
-    def measure(self, site_plan: dict[int, str]) -> dict:
-        """{"rel_error": ||y_q - y_fp32|| / ||y_fp32||, "mse_increase": MSE(y_q, truth) - MSE(y_fp32, truth)};
-        a plan already measured is not compiled again."""
-        key = tuple(sorted((s, p) for s, p in site_plan.items() if p != "fp32"))
+    def measure(self, site_plan: dict[int, str], quantizer: str = "rtn") -> dict:
+        """{"rel_error": ||y_q - y_fp32|| / ||y_fp32||, "mse_increase": MSE(y_q, truth) - MSE(y_fp32, truth)}
+        with the weights quantized by compile()'s `quantizer`; a plan already measured is not compiled again."""
+        sites = tuple(sorted((s, p) for s, p in site_plan.items() if p != "fp32"))
+        key = (quantizer, sites) if quantizer != "rtn" and sites else sites
         if key not in self.cache:
-            if not key:
+            if not sites:
                 out = self.ref
             else:
-                out = self._rollout(dict(key))
+                out = self._rollout(dict(sites), quantizer)
             self.cache[key] = {
                 "rel_error": float(np.linalg.norm(out - self.ref) / self.ref_norm),
                 "mse_increase": float(np.mean((out - self.truth) ** 2)) - self.ref_mse,

@@ -1,19 +1,27 @@
 """What does the Python API add to a call? `CompiledModel.run` vs the VM's own time, and onnxruntime's
 `InferenceSession.run` vs its I/O-bound run, batch 1, one thread, on every zoo model.
 
-    python benchmarks/run_overhead.py [--models NAME ...] [--calls N] [--repeats R] [--out benchmarks/results]
+    python benchmarks/run_overhead.py [--models NAME ...] [--rounds R] [--block-ms MS] [--out benchmarks/results]
 
 Per model, all-int8 for this host (``compile(model, "x86", uniform="int8")``) and the fp32 ONNX file in
-onnxruntime (1 intra-op thread, ORT_ENABLE_ALL), timed in one process, interleaved: R rounds, each timing N
-calls of every variant back to back; the median over rounds of the per-call mean:
+onnxruntime (1 intra-op thread, ORT_ENABLE_ALL), in one process:
 
 - ``vm``: ``vm["main"](tensor)`` with the input tensor made once (the engine's time);
 - ``run``: ``CompiledModel.run(x)`` on a numpy array (what a user calls), outputs as numpy;
 - ``ort iobinding``: ``run_with_iobinding`` with bound input and output (onnxruntime's engine time);
 - ``ort run``: ``InferenceSession.run(None, {name: x})`` (its public API).
 
-Overhead = run - vm (the issue's goal: <= 3 us) and ort run - ort iobinding. The fresh input array is the
-same object every call (the copy into the model's buffer is part of `run`'s cost).
+Overhead = run - vm (the issue's goal: <= 3 us) and ort run - ort iobinding, each measured in interleaved
+pairs so that it holds for 0.5 ms calls on a shared machine too: R rounds of four blocks A B B A (A the
+engine call, B the API call; each block about MS milliseconds of calls), the overhead of a round is the B
+blocks' per-call mean minus the A blocks', and the table gives the median over rounds with its
+interquartile range. The ABBA order gives both variants the same share of blocks that follow a switch
+(an A B A order charged B for the cache refill after the switch: ~3 us on etth1_lstm). Times are the
+calling thread's CPU time (``time.thread_time``): with one thread both engines run every kernel in the
+calling thread (checked per thread in /proc), and CPU time leaves out the time another process holds the
+core, which made wall-clock differences of two separately timed loops swing by more than the overhead.
+The engine columns are the median per-call CPU time of the A blocks. The fresh input array is the same
+object every call (the copy into the model's buffer is part of `run`'s cost).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np  # noqa: E402
 from common import command_line, machine_env, per_model, selected_models, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CALLS, REPEATS = 2000, 15
+ROUNDS, BLOCK_MS = 200, 2.0
 
 
 def _ort(path: Path, x: np.ndarray):
@@ -49,7 +57,41 @@ def _ort(path: Path, x: np.ndarray):
     return (lambda: sess.run_with_iobinding(binding)), (lambda: sess.run(None, {name: x}))
 
 
-def evaluate(path: Path, calls: int, repeats: int) -> dict:
+def paired(engine, api, rounds: int, block_ms: float) -> dict:
+    """Per-call CPU time of `engine`, of `api`, and `api`'s overhead over it from ABBA rounds (see the module
+    docstring); blocks are sized from a warm-up to about `block_ms` of the slower call."""
+    clock = time.thread_time
+    for fn in (engine, api):  # warm-up: first-call allocations, lazy buffers
+        for _ in range(20):
+            fn()
+    t0 = clock()
+    for _ in range(20):
+        api()
+    calls = max(1, int(block_ms * 1e-3 / max((clock() - t0) / 20, 1e-7)))
+
+    def block(fn) -> float:
+        start = clock()
+        for _ in range(calls):
+            fn()
+        return (clock() - start) / calls * 1e6
+
+    eng, use, over = [], [], []
+    for _ in range(rounds):
+        a1, b1, b2, a2 = block(engine), block(api), block(api), block(engine)
+        eng += [a1, a2]
+        use += [b1, b2]
+        over.append((b1 + b2 - a1 - a2) / 2)
+    q1, q3 = np.percentile(over, [25, 75])
+    return {
+        "engine_us": float(np.median(eng)),
+        "api_us": float(np.median(use)),
+        "overhead_us": float(np.median(over)),
+        "overhead_iqr_us": [float(q1), float(q3)],
+        "calls_per_block": calls,
+    }
+
+
+def evaluate(path: Path, rounds: int, block_ms: float) -> dict:
     import onnx
     import tvm
     from tvm import relax
@@ -63,29 +105,21 @@ def evaluate(path: Path, calls: int, repeats: int) -> dict:
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
     main, tensor = vm["main"], tvm.runtime.tensor(x)
     ort_bound, ort_run = _ort(path, x)
-    variants = {
-        "vm": lambda: main(tensor),
-        "run": lambda: compiled.run(x),
-        "ort iobinding": ort_bound,
-        "ort run": ort_run,
-    }
-    for fn in variants.values():  # warm-up: first-call allocations, lazy buffers
-        for _ in range(50):
-            fn()
-    samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / calls * 1e6)
-    med = {k: float(np.median(v)) for k, v in samples.items()}
+    tvm_pair = paired(lambda: main(tensor), lambda: compiled.run(x), rounds, block_ms)
+    ort_pair = paired(ort_bound, ort_run, rounds, block_ms)
     return {
         "model": path.stem,
-        "us": med,
-        "run_overhead_us": med["run"] - med["vm"],
-        "ort_overhead_us": med["ort run"] - med["ort iobinding"],
-        "samples_us": samples,
+        "us": {
+            "vm": tvm_pair["engine_us"],
+            "run": tvm_pair["api_us"],
+            "ort iobinding": ort_pair["engine_us"],
+            "ort run": ort_pair["api_us"],
+        },
+        "run_overhead_us": tvm_pair["overhead_us"],
+        "run_overhead_iqr_us": tvm_pair["overhead_iqr_us"],
+        "ort_overhead_us": ort_pair["overhead_us"],
+        "ort_overhead_iqr_us": ort_pair["overhead_iqr_us"],
+        "calls_per_block": {"tvm": tvm_pair["calls_per_block"], "ort": ort_pair["calls_per_block"]},
     }
 
 
@@ -97,17 +131,19 @@ def markdown(results: list[dict], payload: dict) -> str:
         f"Command: `{payload['command']}`",
         "",
         f"Machine: {env['machine']}; {env['load']}. Method in benchmarks/run_overhead.py's docstring "
-        f"({payload['repeats']} interleaved rounds of {payload['calls']} calls; medians of the per-call "
-        "means). tvm_tqs all-int8 for this host; onnxruntime on the fp32 ONNX file.",
+        f"({payload['rounds']} ABBA rounds of ~{payload['block_ms']:g} ms blocks per pair; calling-thread CPU "
+        "time; overheads are medians of the paired per-round differences, with their interquartile range). "
+        "tvm_tqs all-int8 for this host; onnxruntime on the fp32 ONNX file.",
         "",
-        "| model | vm (us) | run (us) | run - vm (us) | ort iobinding (us) | ort run (us) | ort run - iobinding (us) |",
+        "| model | vm (us) | run (us) | run - vm (us) [IQR] | ort iobinding (us) | ort run (us) "
+        "| ort run - iobinding (us) [IQR] |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        u = r["us"]
+        u, q, o = r["us"], r["run_overhead_iqr_us"], r["ort_overhead_iqr_us"]
         lines.append(
-            f"| {r['model']} | {u['vm']:.1f} | {u['run']:.1f} | {r['run_overhead_us']:.1f} | "
-            f"{u['ort iobinding']:.1f} | {u['ort run']:.1f} | {r['ort_overhead_us']:.1f} |"
+            f"| {r['model']} | {u['vm']:.1f} | {u['run']:.1f} | {r['run_overhead_us']:.1f} [{q[0]:.1f}, {q[1]:.1f}] "
+            f"| {u['ort iobinding']:.1f} | {u['ort run']:.1f} | {r['ort_overhead_us']:.1f} [{o[0]:.1f}, {o[1]:.1f}] |"
         )
     over = [r["run_overhead_us"] for r in results]
     if over:
@@ -122,19 +158,21 @@ def markdown(results: list[dict], payload: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="zoo model names (default: all)")
-    parser.add_argument("--calls", type=int, default=CALLS, help=f"calls per round ({CALLS})")
-    parser.add_argument("--repeats", type=int, default=REPEATS, help=f"interleaved rounds ({REPEATS})")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"ABBA rounds per pair ({ROUNDS})")
+    parser.add_argument(
+        "--block-ms", type=float, default=BLOCK_MS, help=f"milliseconds per block ({BLOCK_MS})"
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
     payload = {
         "command": command_line("run_overhead.py"),
         "environment": machine_env(),
-        "calls": args.calls,
-        "repeats": args.repeats,
+        "rounds": args.rounds,
+        "block_ms": args.block_ms,
     }
     results, failures = per_model(
         selected_models(args.models),
-        lambda path: evaluate(path, args.calls, args.repeats),
+        lambda path: evaluate(path, args.rounds, args.block_ms),
         lambda r: print(
             f"   run - vm {r['run_overhead_us']:.1f} us, ort {r['ort_overhead_us']:.1f} us", flush=True
         ),

@@ -361,10 +361,10 @@ class _Inserter(relax.PyExprMutator):
     """Re-emits `main`, adding the perturbation kernels after every planned call site."""
 
     def __init__(
-        self, mod, plan: PerturbPlan, layouts: dict, site_of: dict, scale: relax.Var, noise: relax.Var
+        self, mod, plan: PerturbPlan, layouts: dict, site_of: dict, scale: relax.Var, noise: relax.Var, select
     ):
         super().__init__(mod)
-        self.plan, self.layouts, self.site_of = plan, layouts, site_of
+        self.plan, self.layouts, self.site_of, self.select = plan, layouts, site_of, select
         self.scale, self.noise = scale, noise
         self.kernels: dict = {}
         self.in_dataflow = False
@@ -394,12 +394,15 @@ class _Inserter(relax.PyExprMutator):
             return super().visit_var_binding_(binding)
         bb = self.builder_
         value = self.visit_expr(binding.value)
-        ref = bb.emit(value, name_hint=f"{binding.var.name}_ref")
-        perturbed = (
-            self._perturb_weights(value, ref, site)
-            if self.plan.mode == "weight"
-            else self._perturb_outputs(ref, site)
-        )
+        if not self.select:  # the site's one call reads the perturbed constants
+            perturbed = self._perturb_weights(value, None, site)
+        else:
+            ref = bb.emit(value, name_hint=f"{binding.var.name}_ref")
+            perturbed = (
+                self._perturb_weights(value, ref, site)
+                if self.plan.mode == "weight"
+                else self._perturb_outputs(ref, site)
+            )
         if not isinstance(binding.var, relax.DataflowVar) and self.in_dataflow:
             result = bb.emit_output(
                 perturbed, name_hint=binding.var.name
@@ -452,9 +455,12 @@ class _Inserter(relax.PyExprMutator):
             gv = self.kernel(_add_slice_kernel, slot.shape, plan.dweight_size, dtype)
             delta_args = [const, self.noise, _index_const(slot.offset)]
             arg_list[slot.arg] = bb.emit(relax.call_tir(gv, delta_args, relax.TensorType(slot.shape, dtype)))
-        out_ty = list(ref.ty.fields) if isinstance(ref.ty, relax.TupleType) else ref.ty
+        ty = value.ty if ref is None else ref.ty
+        out_ty = list(ty.fields) if isinstance(ty, relax.TupleType) else ty
         # The same PrimFunc as the site, on the perturbed constants: the site's numerics are unchanged.
         alt = bb.emit(relax.call_tir(value.args[0], relax.Tuple(arg_list), out_ty), name_hint="perturbed")
+        if ref is None:
+            return alt
         out = []
         for field, alt_field in zip(self._fields(ref), self._fields(alt), strict=True):
             layout = self._layout(site, field.ty)
@@ -484,7 +490,9 @@ class PerturbSites:
     ``W`` it reads replaced by ``W + tqs_dweight[offset : offset + W.size]`` (offsets in the plan), and rows
     with ``tqs_scale[b, k] != 0`` take that call's result. The weight delta is one tensor per site, shared
     by the rows that select it; the caller writes ``eps * rms(W) * noise`` (or a quantization error) there.
-    A weight-mode module computes every weighted site twice.
+    A weight-mode module computes every weighted site twice; with ``select=False`` (batch 1, one row per
+    call) it computes each once, on ``W + tqs_dweight[...]`` whatever the scale, and the caller zeroes the
+    slots of the sites it does not perturb (``W + 0`` is ``W``).
 
     Parameters
     ----------
@@ -495,6 +503,9 @@ class PerturbSites:
         Sites to perturb (default: every site that can be). Columns of ``tqs_scale`` stay one per call site.
     batch : int, optional
         Rows of ``tqs_scale`` (default: the first input's batch); 1 with `whole_tensor_layouts`.
+    select : bool
+        Weight mode: keep the reference call and the row select (default). False halves the work of a
+        module that runs one row per call (the calls path).
     """
 
     def __init__(
@@ -503,6 +514,7 @@ class PerturbSites:
         mode: str = "output",
         sites: Sequence[int] | None = None,
         batch: int | None = None,
+        select: bool = True,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -510,6 +522,7 @@ class PerturbSites:
         self.mode = mode
         self.sites = None if sites is None else sorted(set(int(s) for s in sites))
         self.batch = batch
+        self.select = select
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         from tvm_tqs.graph import call_sites
@@ -562,7 +575,7 @@ class PerturbSites:
             noise = relax.Var(DWEIGHT_INPUT, relax.TensorType((plan.dweight_size,), "float32"))
 
         site_of = {b.var: i for i, b in enumerate(bindings)}
-        inserter = _Inserter(mod, plan, layouts, site_of, scale, noise)
+        inserter = _Inserter(mod, plan, layouts, site_of, scale, noise, self.select or self.mode != "weight")
         body = inserter.visit_expr(main.body)
         attrs = dict(main.attrs) if main.attrs is not None else {}
         attrs["num_input"] = len(params) + 2

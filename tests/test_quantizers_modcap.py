@@ -1,5 +1,6 @@
 """ModCap over fused sites: capacities, adjacency and differentials on a zoo model's fused graph; the joint
-reconstruction of a linear-relu-linear pair against the pair's output."""
+reconstruction of a linear-relu-linear pair against the pair's output; the downstream refit of a pair joined
+by any other graph (a tanh, a GRU's gates), on inputs re-read through the graph."""
 
 from __future__ import annotations
 
@@ -9,18 +10,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvm_tqs.quantizers import modcap_quantizer
+from tvm_tqs.graph import weight_digest
+from tvm_tqs.quantizers import bitsplit, modcap_quantizer
 from tvm_tqs.quantizers.modcap import (
     DAMPING,
+    GroupData,
     Layer,
+    ModCap,
+    damped_gram,
+    find_link,
+    group_objective,
+    joint_bitsplit,
+    refit_downstream,
+)
+from tvm_tqs.quantizers.modcap_pairs import (
     adjacent_groups,
     choose_pairs,
     data_dependent_capacity,
     data_free_capacity,
     differentials,
-    find_link,
-    group_objective,
-    joint_bitsplit,
+    self_reaching,
 )
 
 MLP = Path(__file__).resolve().parents[1] / "tvm_tqs" / "examples" / "vic_elec_mlp.onnx"
@@ -37,11 +46,26 @@ def _toy(seed: int = 0, m: int = 512, k: int = 16, h: int = 24, n: int = 8):
     return Layer(a.astype(np.float32), 0, x), Layer(b.astype(np.float32), 0, xb), c
 
 
+def _tanh_toy(seed: int = 0, m: int = 512):
+    """x -> tanh(x A^T + c) -> . B^T: no affine / relu link; and the downstream rows for a given A."""
+    up, down, c = _toy(seed, m)
+    downstream = lambda a: np.tanh(up.rows @ np.asarray(a, np.float64).T + c)  # noqa: E731
+    return up, Layer(down.weight, 0, downstream(up.weight)), downstream
+
+
 # -- capacity, adjacency, differentials ---------------------------------------------------------------
 def test_adjacency_skips_unweighted_sites_and_stops_at_weighted_ones():
     # 0 -> 1 (no weight) -> 2 -> 3 -> 4; groups: a={0}, b={2}, c={4}; a is adjacent to b only.
     edges = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5)]
     assert adjacent_groups(edges, {"a": (0,), "b": (2,), "c": (4,)}) == [("a", "b"), ("b", "c")]
+
+
+def test_self_reaching_groups_are_the_recurrent_ones():
+    # an unrolled recurrence: x0 -> W(1) -> R(2) -> R(3) -> head(4); W also feeds R(3) through site 5.
+    edges = [(0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 3)]
+    groups = {"W": (1,), "R": (2, 3), "head": (4,)}
+    assert self_reaching(edges, groups) == {"R"}
+    assert self_reaching([(0, 1)], {"a": (0,), "b": (1,)}) == set()
 
 
 def test_differentials_and_top_k_are_disjoint_and_ranked():
@@ -175,3 +199,75 @@ def test_compile_with_modcap_needs_and_uses_calibration_windows():
     window = windows[:1]
     ref = fp32.run(window)[0]
     assert np.linalg.norm(model.run(window)[0] - ref) / np.linalg.norm(ref) < 0.2
+
+
+# -- pairs joined by any graph: the downstream refitted on re-read inputs ---------------------------------
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_refit_downstream_never_increases_and_beats_per_site(bits):
+    up, down, downstream = _tanh_toy()
+    assert find_link(up.rows @ up.matrix.T, down.rows) is None
+    a_q = bitsplit(up.weight, bits, 0, None, gram=damped_gram(up.rows)).dequantize()
+    rows_q = downstream(a_q)
+    start = bitsplit(down.weight, bits, 0, None, gram=damped_gram(down.rows))
+    r = refit_downstream(down, rows_q, bits, None, start)
+    assert r.up is None and r.joint <= r.per_site
+    y = down.rows @ down.matrix.T
+
+    def plain(q):
+        return float(np.mean(np.sum((y - rows_q @ q.dequantize_matrix().T) ** 2, axis=1)))
+
+    # Per-site reconstruction ignores the error the quantized upstream passes on; the refit absorbs part.
+    assert [ok for *_, ok in r.history] == [True]
+    assert plain(r.down) < 0.9 * plain(start)
+
+
+def test_refit_downstream_rejects_misaligned_rows():
+    up, down, downstream = _tanh_toy()
+    with pytest.raises(ValueError, match="do not align"):
+        refit_downstream(down, downstream(up.weight)[1:], 4, None, bitsplit(down.weight, 4, 0, None))
+
+
+def test_modcap_refits_graph_linked_pairs_through_recapture():
+    up, down, downstream = _tanh_toy()
+    groups = [
+        GroupData(name, layer.weight, 0, weight_digest(layer.weight), (site,), layer.rows)
+        for name, layer, site in (("a", up, 0), ("b", down, 1))
+    ]
+    calls = []
+
+    def recapture(name, weight, below):
+        calls.append((name, below))
+        return downstream(weight)
+
+    assert ModCap(groups, [(0, 1)], k=1).graph_pairs == []  # without recapture: not eligible
+    mc = ModCap(groups, [(0, 1)], k=1, recapture=recapture)
+    assert mc.links == {} and mc.graph_pairs == [("a", "b")]
+    assert mc.plan(3, None)["chosen"] == [("a", "b")]
+    qa, qb = mc(up.weight, 3, 0), mc(down.weight, 3, 0)
+    assert calls == [("a", "b")]  # one re-read per pair and bit-width
+    assert qa is mc._per_site(mc.by_name["a"], 3, None)
+    result = mc.joint(("a", "b"), 3, None)
+    assert qb is result.down and result.joint < result.per_site
+
+
+def test_modcap_on_a_gru_reads_the_downstream_inputs_through_its_gates():
+    from tvm_tqs.planning import PlanningProblem
+
+    gru = Path(__file__).resolve().parent / "corpus" / "gru_fixed1_op13.onnx"
+    problem = PlanningProblem.from_model(str(gru), "x86", batch=1)
+    mc = modcap_quantizer(problem, k=2)
+    assert mc.graph_pairs, "a GRU's groups are joined by gates: every pair needs the graph"
+    # The recurrent weight R reads h_{t-1}, which it produced itself: never a refitted downstream.
+    assert mc.recurrent and all(b not in mc.recurrent for _, b in mc.graph_pairs)
+    assert any(b in mc.recurrent for _, b in mc.pairs)
+    chosen = mc.plan(3, problem.group_size)["chosen"]
+    assert chosen and all(p in mc.graph_pairs for p in chosen)
+    a, b = chosen[0]
+    g_a, g_b = mc.by_name[a], mc.by_name[b]
+    same = mc.recapture(a, g_a.weight, b)
+    assert np.allclose(same, g_b.rows, rtol=1e-5, atol=1e-6)  # unchanged weight: the captured rows
+    q = mc._per_site(g_a, 3, problem.group_size).dequantize()
+    moved = mc.recapture(a, q, b)
+    assert moved.shape == g_b.rows.shape and not np.allclose(moved, g_b.rows)
+    result = mc.joint((a, b), 3, problem.group_size)
+    assert result.joint <= result.per_site

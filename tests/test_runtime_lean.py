@@ -65,3 +65,28 @@ def test_an_output_that_aliases_an_input_is_copied():
     runner(a + 100)
     np.testing.assert_array_equal(first, a)
     assert isinstance(runner.call, LeanCall)
+
+
+def test_two_inputs_two_outputs_and_rebinding():
+    # the general hot path: two inputs, a tuple of outputs, one of them a view of an input (copied)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Identity", ["a"], ["same"])],
+        "two",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("a", "b")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("sum", "same")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    runner = VMRunner(build(fuse(load(proto))))
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((2, 3), np.float32)
+    first = runner(a, b)
+    runner(a + 10, b)
+    np.testing.assert_array_equal(first[0], a + b)
+    np.testing.assert_array_equal(first[1], a)  # not overwritten by the second call's input
+    # a nested list (no shape) takes the slow path and binds again; arrays take the hot path after it
+    call = LeanCall(runner.vm["main"], ["float32", "float32"])
+    np.testing.assert_array_equal(call(a, b)[0], a + b)
+    np.testing.assert_array_equal(call(a.tolist(), b)[0], a + b)
+    np.testing.assert_array_equal(call(a, 2 * b)[0], a + 2 * b)
+    with pytest.raises(TypeError, match="takes 2 inputs"):
+        call(a)
+    np.testing.assert_array_equal(call(a, b)[1], a)

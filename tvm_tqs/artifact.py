@@ -87,27 +87,29 @@ class CompiledModel:
         are numpy views of the results; one call at a time per model."""
         call = self._call
         if call is None:
-            from .runtime import LeanCall
-
-            vm = self._machine()
-            dtypes = [dtype for _, _, dtype in self.inputs] or None
-            call = LeanCall(vm["main"], dtypes)
-            self._call = call
-        if call.dtypes is not None and len(inputs) != len(call.dtypes):
-            raise TQSError(
-                f"the model takes {len(call.dtypes)} inputs ({[n for n, _, _ in self.inputs]}); got {len(inputs)}"
-            )
+            call = self._lean_call()
         try:
-            return call(*inputs)
+            return call.run(*inputs)
         except (ValueError, TypeError, RuntimeError) as err:  # TVM's shape checks, numpy's conversions
             problem = self._input_problem(inputs)
             if problem is None:
                 raise
             raise TQSError(problem) from err
 
+    def _lean_call(self):
+        """Make the model's `LeanCall` (first `run`), which then keeps its buffers and bound hot path."""
+        from .runtime import LeanCall
+
+        vm = self._machine()
+        dtypes = [dtype for _, _, dtype in self.inputs] or None
+        self._call = LeanCall(vm["main"], dtypes)
+        return self._call
+
     def _input_problem(self, inputs) -> str | None:
         """Which input does not fit the model's signature, and how (checked only after a failed call, so the
         lean path pays nothing)."""
+        if self.inputs and len(inputs) != len(self.inputs):
+            return f"the model takes {len(self.inputs)} inputs ({[n for n, _, _ in self.inputs]}); got {len(inputs)}"
         for x, (name, shape, dtype) in zip(inputs, self.inputs, strict=False):
             try:
                 array = np.asarray(x)

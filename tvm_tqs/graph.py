@@ -260,6 +260,35 @@ def expose_site_inputs(mod: tvm.IRModule, sites: list[int]) -> tvm.IRModule:
     return with_extra_outputs(flat, picked)
 
 
+def replace_constants(mod: tvm.IRModule, table: dict[str, np.ndarray]) -> tuple[tvm.IRModule, set[str]]:
+    """A copy of `mod` whose constants in `main` with a `weight_digest` in `table` hold ``table[digest]``
+    (cast to the constant's dtype), and the digests replaced; what a model with some weights quantized
+    computes, without the quantize pass (the weights stay float constants)."""
+
+    @relax.expr_functor.mutator
+    class _Replace(relax.PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            self.hits: set[str] = set()
+
+        def visit_generic_const_(self, op):
+            array = op.value.numpy()
+            digest = weight_digest(array)
+            if digest not in table:
+                return op
+            if tuple(table[digest].shape) != array.shape:
+                raise ValueError(
+                    f"replacement for constant {digest} has shape {table[digest].shape}, not {array.shape}"
+                )
+            self.hits.add(digest)
+            return relax.const(np.ascontiguousarray(table[digest], dtype=array.dtype))
+
+    replace = _Replace(mod)
+    main = replace.visit_expr(mod["main"])
+    funcs = {gv: (main if gv.name_hint == "main" else f) for gv, f in mod.functions.items()}
+    return tvm.IRModule(funcs, attrs=mod.attrs), replace.hits
+
+
 def with_extra_outputs(flat: tvm.IRModule, exprs: list) -> tvm.IRModule:
     """A copy of `flat` (no dataflow blocks) whose `main` returns ``(original result, *exprs)``."""
     main = flat["main"]

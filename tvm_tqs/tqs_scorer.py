@@ -22,6 +22,8 @@ from .tqs_stats import LINEARITY_TOLERANCE, divergence, site_scores
 if TYPE_CHECKING:
     from .tqs import ScoreSettings
 
+MAX_CULPRITS = 8  # leaking sites named in the calls path's reason
+
 
 @dataclass
 class _Execution:
@@ -266,15 +268,19 @@ class TQSScorer:
             )
         return np.concatenate(out)
 
-    def _zero_scale(self) -> np.ndarray:
-        return np.zeros((self.runner.batch, self.plan.columns), np.float32)
+    def _zero_scale(self, runner=None) -> np.ndarray:
+        runner = runner or self.runner
+        return np.zeros((runner.batch, runner.plan.columns), np.float32)
 
-    def _fill_noise(self, noise: np.ndarray, row: int, replicate: int, e: float, site: int) -> None:
+    def _fill_noise(
+        self, noise: np.ndarray, row: int, replicate: int, e: float, site: int, plan=None
+    ) -> None:
         """Write the noise that perturbs `site` at relative size `e` in `row` (output mode; the scale input
-        carries `e`) or in the site's weight slots (weight mode: the delta itself carries `e`)."""
+        carries `e`) or in the site's weight slots (weight mode: the delta itself carries `e`); `plan`
+        defaults to the current path's."""
         from .passes.perturb import site_noise
 
-        s, plan = self.settings, self.plan
+        s, plan = self.settings, plan or self.plan
         if s.mode == "output":
             size = plan.row_sizes[site]
             noise[row, :size] = site_noise(s.seed, replicate, site, size, "output")
@@ -291,20 +297,26 @@ class TQSScorer:
 
         Where the batch has an axis of its own the layout is certain; where it is merged with other dims
         (``[batch * C, ...]``) batch-major order is assumed, and this catches a batch-minor one before any
-        scoring.
+        scoring. The probe runs on the path's batch-3 twin where it has one (`tqs_paths.build_path`).
         """
         from .tqs_paths import calls_path
 
         s = self.settings
         if not (self.runner.name == "rows" and self.plan.merged and self.runner.batch >= 3):
             return
-        culprits = self._leaking_sites(ctx, fut_rows)
+        prober = self.runner
+        if self.runner.isolation is not None:
+            try:
+                prober = self.runner.isolation()
+            except (TQSError, ValueError):
+                prober = self.runner  # the twin did not fuse: probe at the full batch
+        culprits = self._leaking_sites(prober, ctx, fut_rows)
         if culprits is None:
             return
         where = (
-            f"at sites {culprits[:8]}{' ...' if len(culprits) > 8 else ''}"
+            f"at sites {culprits[:MAX_CULPRITS]}{' ...' if len(culprits) > MAX_CULPRITS else ''}"
             if culprits
-            else (f"when sites {list(self.plan.merged)[:8]} are perturbed together")
+            else (f"when sites {list(prober.plan.merged)[:8]} are perturbed together")
         )
         self.path_reason = (
             f"perturbing one batch row changed other rows {where} (their results mix batch rows)"
@@ -315,38 +327,42 @@ class TQSScorer:
             probe, self.spec, s.horizon, s.mode, s.method, s.target, s.sites, self.runner.batch, s.progress
         )
 
-    def _leaking_sites(self, ctx: np.ndarray, fut_rows: np.ndarray | None) -> list[int] | None:
-        """Merged-axis sites where perturbing batch row 1 changes another row (bisection over the sites); None
-        when no row changes, [] when rows change only with several sites perturbed together."""
-        B = self.runner.batch
+    def _leaking_sites(self, runner, ctx: np.ndarray, fut_rows: np.ndarray | None) -> list[int] | None:
+        """Merged-axis sites where perturbing batch row 1 of `runner` changes another row, the lowest
+        first and at most ``MAX_CULPRITS + 1`` (they only name the culprits; one leak is enough to leave
+        the rows path); None when no row changes, [] when rows change only with several sites perturbed
+        together."""
+        B = runner.batch
         rows = np.arange(B) % len(ctx)
         probe_ctx = ctx[rows]
         probe_fut = None if fut_rows is None else fut_rows[rows]
-        base = self.runner.run(probe_ctx, self._zero_scale(), _empty_noise(self.plan, B), probe_fut)
-        merged = list(self.plan.merged)
-        if not self._leaks(merged, probe_ctx, probe_fut, base):
+        base = runner.run(probe_ctx, self._zero_scale(runner), _empty_noise(runner.plan, B), probe_fut)
+        merged = list(runner.plan.merged)
+        if not self._leaks(runner, merged, probe_ctx, probe_fut, base):
             return None
+        # Depth first, lower half first, each half probed only when reached: the culprits come out in
+        # order, and the search stops once the message has its names.
         culprits: list[int] = []
-        stack = [merged]
-        while stack:
-            group = stack.pop()
+        stack = [(merged, True)]
+        while stack and len(culprits) <= MAX_CULPRITS:
+            group, leaks = stack.pop()
+            if not (leaks or self._leaks(runner, group, probe_ctx, probe_fut, base)):
+                continue
             if len(group) == 1:
                 culprits.append(group[0])
             else:
                 half = len(group) // 2
-                stack += [
-                    g for g in (group[half:], group[:half]) if self._leaks(g, probe_ctx, probe_fut, base)
-                ]
-        return sorted(culprits)
+                stack += [(group[half:], False), (group[:half], False)]
+        return culprits
 
-    def _leaks(self, group: list[int], probe_ctx, probe_fut, base: np.ndarray) -> bool:
+    def _leaks(self, runner, group: list[int], probe_ctx, probe_fut, base: np.ndarray) -> bool:
         """Whether perturbing the sites of `group` together in batch row 1 changes any other row of `base`."""
-        eps, B = self.settings.eps, self.runner.batch
-        scales, noise = self._zero_scale(), _empty_noise(self.plan, B)
+        eps, B = self.settings.eps, runner.batch
+        scales, noise = self._zero_scale(runner), _empty_noise(runner.plan, B)
         for k in group:
             scales[1, k] = eps if self.settings.mode == "output" else 1.0
-            self._fill_noise(noise, 1, 0, eps, k)
-        out = self.runner.run(probe_ctx, scales, noise, probe_fut)
+            self._fill_noise(noise, 1, 0, eps, k, runner.plan)
+        out = runner.run(probe_ctx, scales, noise, probe_fut)
         others = np.arange(B) != 1
         return not np.array_equal(out[others], base[others])
 

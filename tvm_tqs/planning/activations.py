@@ -79,15 +79,38 @@ def _rows(match, x: np.ndarray) -> np.ndarray | None:
     return np.moveaxis(cols, -1, 1).reshape(-1, spec.kernel_size * spec.in_channels)
 
 
-def anchor_rows(problem, contexts: np.ndarray) -> dict[int, np.ndarray | None]:
-    """Per grouped site, its anchor's input on `contexts` as GEMM rows ``[M, K]`` (float64) in the quantizer
-    view's reduction order; None where the layout cannot be read as rows."""
+def constant_table(problem, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``{constant digest: array}`` for `graph.replace_constants` from ``{group name: weight}`` given as the
+    quantizer sees the group's weight (conv1d ``[O, KW, I]``; the graph's constant is ``[O, I, KW]``)."""
+    table = {}
+    for g in problem.groups:
+        if g.name not in weights:
+            continue
+        match = problem.analysis.matches[g.sites[0]]
+        w = np.asarray(weights[g.name], np.float32)
+        table[match.weight_digest] = w.transpose(0, 2, 1) if match.op == "conv1d" else w
+    return table
+
+
+def anchor_rows(
+    problem, contexts: np.ndarray, sites=None, weights: dict[str, np.ndarray] | None = None
+) -> dict[int, np.ndarray | None]:
+    """Per grouped site (or per site in `sites`), its anchor's input on `contexts` as GEMM rows ``[M, K]``
+    (float64) in the quantizer view's reduction order; None where the layout cannot be read as rows.
+    `weights` (``{group name: weight}``, quantizer view) replaces those groups' weights first: the inputs
+    downstream sites see when those groups are quantized."""
+    from ..graph import replace_constants
     from ..passes.quantize import expose_anchor_inputs
 
-    sites = sorted(problem.grouped_sites)
+    sites = sorted(problem.grouped_sites if sites is None else sites)
     if not sites:
         return {}
     exposed = expose_anchor_inputs(problem.analysis, sites)
+    if weights:
+        table = constant_table(problem, weights)
+        exposed, hits = replace_constants(exposed, table)
+        if hits != set(table):
+            raise RuntimeError(f"{len(set(table) - hits)} weight constants not found in the fused graph")
     captured = _capture(exposed, problem.module, problem.rollout, contexts, len(sites))
     out = {}
     for s, xs in zip(sites, captured, strict=True):

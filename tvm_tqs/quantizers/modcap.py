@@ -14,7 +14,10 @@ the oscillation. Its recipe, and what each step is here:
    capacity to spare).
 2. **Adjacency.** Modules are weight groups (the planner's units); group A precedes group B when a fused
    site of A reaches a fused site of B along `tvm_tqs.graph.site_edges` through sites that read no group
-   weight (reshapes, activations, norms in between) (`adjacent_groups`).
+   weight (reshapes, activations, norms in between) (`adjacent_groups`). A group one of whose sites
+   reaches another of its own sites is recurrent (an unrolled RNN's R: it reads the state it wrote;
+   `self_reaching`) and is never a pair's downstream: the inputs captured with its fp32 weight are not the
+   inputs it sees once its weight changes (refitting GRU Rs so raised etth1_gru's W3 rollout error).
 3. **Top-k differentials.** |C_A - C_B| per adjacent pair, largest first; the top `k` pairs that can be
    reconstructed jointly (below) and share no group are chosen (`choose_pairs`).
 4. **Joint reconstruction** of each chosen pair against the pair's OUTPUT, the downstream anchor's output
@@ -23,8 +26,10 @@ the oscillation. Its recipe, and what each step is here:
        J(A_q, B_q) = ||Y - f(X_A A_q^T) B_q^T||^2,   f(P) = P + c  or  relu(P + c)
 
    `find_link` reads f from the captured activations (B's inputs are checked to be an affine or
-   ReLU-affine function of A's anchor output, per channel, to 1e-3 of their range); pairs with any other op
-   between them are not eligible. The paper optimises the unit by gradient descent on AdaRound variables;
+   ReLU-affine function of A's anchor output, per channel, to 1e-3 of their range). Pairs with any other
+   graph between them (gates, norms, attention, GELU) get only step a., on the inputs X~ read through the
+   compiled graph with A's quantized weight in place (`refit_downstream`; `ModCap.recapture`, one more
+   capture per chosen pair): without a closed-form f there is no target to re-solve A against. The paper optimises the unit by gradient descent on AdaRound variables;
    we have no gradients and use Bit-Split's closed-form updates instead, alternating (`joint_bitsplit`):
 
    a. **downstream**: B on the inputs X~ = f(X_A A_q^T) the QUANTIZED upstream produces: with the target
@@ -51,7 +56,10 @@ error by 9-23%, but with data-free contexts the compensation fitted on synthetic
 transfer to real data and raises both severalfold (the held-out rows are synthetic too, so the guard in c.
 cannot see it): use ModCap with `calibration` windows. With one capture row per window (vic_elec_mlp,
 M = 64 < K = 128) the held-out guard rejects every step; with 512 calibration windows the joint pair's test
-error drops 14-20%. Recurrent models have no eligible pair (gates are no affine / ReLU link).
+error drops 14-20%. On etth1_gru (chosen: layer 1's W_ih -> layer 2's W_ih through the first GRU's
+gates, accepted; layer 2's W_hh -> the head, rejected by the guard) the downstream refit lowers the W3
+rollout error from 0.062 (per-site, 64 calibration windows) to 0.048. The full-zoo table is
+benchmarks/results/quantizers_weights.md.
 
 Groups outside the chosen pairs get per-site Bit-Split with their own Gram matrices (what `BitSplit` does
 with the same activations), so ``bitsplit`` and ``modcap`` differ only in the joint pairs. The pair's partner
@@ -61,91 +69,27 @@ need the partner's precision, which the quantizer interface does not carry).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .base import QuantizedWeight, as_matrix, from_matrix
 from .bitsplit import bitsplit
+from .modcap_pairs import (
+    adjacent_groups,
+    choose_pairs,
+    data_dependent_capacity,
+    data_free_capacity,
+    differentials,
+    self_reaching,
+)
 
 # Ridge added to every Gram matrix / least-squares system, as a fraction of its mean diagonal (as
 # `tvm_tqs.planning.activations.GRAM_DAMPING`: few rows make X^T X rank-deficient).
 DAMPING = 0.01
 # How closely B's inputs must follow f(A's anchor output) for the pair to be reconstructed jointly.
 LINK_TOLERANCE = 1e-3
-
-
-# -- capacity, adjacency, differentials ----------------------------------------------------------------
-def data_free_capacity(params: Mapping[str, int], bits: int | Mapping[str, int]) -> dict[str, float]:
-    """Paper's data-free module capacity: parameter count x bit-width per group.
-
-    Parameters
-    ----------
-    params : mapping
-        Group name -> number of weight elements.
-    bits : int or mapping
-        One bit-width for all groups or one per group.
-    """
-    return {g: float(n) * float(bits if isinstance(bits, int) else bits[g]) for g, n in params.items()}
-
-
-def data_dependent_capacity(errors: Mapping[str, float]) -> dict[str, float]:
-    """Capacity from reconstruction: ``-log2(relative output reconstruction error)`` per group (the bits of
-    output SNR the group keeps after per-site quantization; larger is more capacity)."""
-    return {g: float(-np.log2(max(e, 1e-12))) for g, e in errors.items()}
-
-
-def adjacent_groups(
-    edges: Iterable[tuple[int, int]], group_sites: Mapping[str, Sequence[int]]
-) -> list[tuple[str, str]]:
-    """Ordered pairs (upstream group, downstream group) such that a site of the first reaches a site of the
-    second along `edges` through sites that read no group's weight (the modules are the weight groups; the
-    ops between two of them do not count as modules)."""
-    owner = {s: g for g, sites in group_sites.items() for s in sites}
-    succ: dict[int, list[int]] = {}
-    for a, b in edges:
-        succ.setdefault(a, []).append(b)
-    pairs = set()
-    for g, sites in group_sites.items():
-        seen, stack = set(), [t for s in sites for t in succ.get(s, ())]
-        while stack:
-            t = stack.pop()
-            if t in seen:
-                continue
-            seen.add(t)
-            if t in owner:
-                if owner[t] != g:
-                    pairs.add((g, owner[t]))
-                continue  # a weighted site ends the path: modules beyond it are not adjacent to g
-            stack.extend(succ.get(t, ()))
-    return sorted(pairs)
-
-
-def differentials(
-    capacity: Mapping[str, float], pairs: Iterable[tuple[str, str]]
-) -> list[tuple[float, str, str]]:
-    """``(|C_up - C_down|, up, down)`` per adjacent pair, largest first (ties by name: deterministic)."""
-    rows = [(abs(capacity[a] - capacity[b]), a, b) for a, b in pairs]
-    return sorted(rows, key=lambda r: (-r[0], r[1], r[2]))
-
-
-def choose_pairs(
-    ranked: Sequence[tuple[float, str, str]], k: int, eligible: Iterable[tuple[str, str]] | None = None
-) -> list[tuple[str, str]]:
-    """The top-`k` differentials among `eligible` pairs (all when None), no group in two pairs (a group's
-    weights come from one reconstruction); a pair whose groups are taken is skipped, not counted."""
-    allowed = None if eligible is None else set(eligible)
-    used: set[str] = set()
-    chosen = []
-    for _, a, b in ranked:
-        if len(chosen) >= k:
-            break
-        if (allowed is not None and (a, b) not in allowed) or a in used or b in used:
-            continue
-        chosen.append((a, b))
-        used.update((a, b))
-    return chosen
 
 
 # -- the link between two anchors ----------------------------------------------------------------------
@@ -228,7 +172,7 @@ class Layer:
 class JointResult:
     """The pair's quantized weights, its group objective per-site vs joint, and the accepted steps."""
 
-    up: QuantizedWeight
+    up: QuantizedWeight | None  # None: the upstream keeps its per-site solution (`refit_downstream`)
     down: QuantizedWeight
     per_site: float
     joint: float
@@ -357,6 +301,53 @@ def joint_bitsplit(
     return result
 
 
+def refit_downstream(
+    down: Layer,
+    rows_q: np.ndarray,
+    bits: int,
+    group_size: int | None,
+    start: QuantizedWeight,
+    *,
+    sweeps: int = 4,
+    damping: float = DAMPING,
+    holdout: int = 4,
+) -> JointResult:
+    """The downstream half of the joint reconstruction for a pair whose link is any graph (gates, norms,
+    attention): B on the inputs `rows_q` its anchor sees when the upstream group is quantized (read through
+    the graph), against the fp32 output ``Y = X_B W_B^T``: ``J(B_q) = ||Y - X~ B_q^T||^2 / rows +
+    lam_B ||B_q - W_B||^2``. Bit-Split on its ridge target (step a. of `joint_bitsplit`, exact for this
+    objective); kept only if it lowers J on all rows and the plain error on the held-out rows. The upstream
+    keeps its per-site solution: without a closed-form link there is no target to re-solve it against.
+    `JointResult.up` is None."""
+    if rows_q.shape != down.rows.shape:
+        raise ValueError(f"quantized-upstream rows {rows_q.shape} do not align with {down.rows.shape}")
+    held = np.zeros(len(rows_q), bool)
+    if holdout:
+        held[holdout - 1 :: holdout] = True
+    w_b = down.matrix
+    y = down.rows @ w_b.T
+    lam = _lam(down.rows, damping)
+
+    def objective(b_q: np.ndarray, rows: np.ndarray, damped: bool) -> float:
+        e = y[rows] - rows_q[rows] @ b_q.T
+        value = float(np.sum(e * e) / max(len(e), 1))
+        return value + (lam * float(np.sum((b_q - w_b) ** 2)) if damped else 0.0)
+
+    every = np.ones(len(rows_q), bool)
+    b0 = start.dequantize_matrix().astype(np.float64)
+    per_site, held0 = objective(b0, every, True), objective(b0, held, False) if held.any() else 0.0
+    result = JointResult(None, start, per_site, per_site)
+    w_star, gram = _ridge_towards(rows_q[~held], y[~held], w_b, _lam(rows_q[~held], damping))
+    cand = bitsplit(down.as_weight(w_star), bits, down.channel_axis, group_size, gram=gram, sweeps=sweeps)
+    b1 = cand.dequantize_matrix().astype(np.float64)
+    value, value_held = objective(b1, every, True), objective(b1, held, False) if held.any() else 0.0
+    take = value < per_site and value_held <= held0
+    result.history.append((0, "down", value, bool(take)))
+    if take:
+        result.down, result.joint = cand, value
+    return result
+
+
 # -- the quantizer object --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupData:
@@ -393,6 +384,10 @@ class ModCap:
         `joint_bitsplit`'s.
     activations : str
         Where the rows came from (reports say it).
+    recapture : callable, optional
+        ``recapture(up, weight, down)``: the downstream group's anchor rows (aligned with its `rows`) when
+        group `up` has `weight` (quantizer view) instead of its own; makes every adjacent pair eligible,
+        pairs without an affine / ReLU link getting `refit_downstream`.
     """
 
     groups: Sequence[GroupData]
@@ -403,6 +398,7 @@ class ModCap:
     sweeps: int = 4
     damping: float = DAMPING
     activations: str = "none"
+    recapture: Callable[[str, np.ndarray, str], np.ndarray | None] | None = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, repr=False)
     _done: dict = field(default_factory=dict, repr=False)
 
@@ -424,6 +420,21 @@ class ModCap:
             link = find_link(up.rows @ up.layer.matrix.T, down.rows)
             if link is not None:
                 self.links[(a, b)] = link
+        # Pairs joined by any other graph: only their downstream is refitted, on re-read inputs; never a
+        # recurrent downstream (its inputs move with its own weight).
+        self.recurrent = self_reaching(self.edges, {g.name: g.sites for g in self.groups})
+        self.graph_pairs = (
+            []
+            if self.recapture is None
+            else [
+                p
+                for p in self.pairs
+                if p not in self.links
+                and p[1] not in self.recurrent
+                and self.by_name[p[0]].rows is not None
+                and self.by_name[p[1]].rows is not None
+            ]
+        )
 
     def _gram(self, g: GroupData) -> np.ndarray | None:
         return None if g.rows is None else damped_gram(g.rows, self.damping)
@@ -455,11 +466,12 @@ class ModCap:
                 errors = {g.name: self.reconstruction_error(g, bits, group_size) for g in self.groups}
                 cap = data_dependent_capacity({n: e for n, e in errors.items() if e is not None})
             ranked = differentials(cap, [p for p in self.pairs if p[0] in cap and p[1] in cap])
+            eligible = sorted(p for p in [*self.links, *self.graph_pairs] if p[1] not in self.recurrent)
             self._plans[key] = {
                 "capacity": cap,
                 "differentials": ranked,
-                "eligible": sorted(self.links),
-                "chosen": choose_pairs(ranked, self.k, self.links),
+                "eligible": eligible,
+                "chosen": choose_pairs(ranked, self.k, eligible),
             }
         return self._plans[key]
 
@@ -467,6 +479,19 @@ class ModCap:
         key = ("joint", pair, bits, group_size)
         if key not in self._done:
             up, down = self.by_name[pair[0]], self.by_name[pair[1]]
+            if pair not in self.links:
+                start = self._per_site(up, bits, group_size)
+                rows_q = self.recapture(up.name, start.dequantize(), down.name)
+                self._done[key] = refit_downstream(
+                    down.layer,
+                    rows_q,
+                    bits,
+                    group_size,
+                    self._per_site(down, bits, group_size),
+                    sweeps=self.sweeps,
+                    damping=self.damping,
+                )
+                return self._done[key]
             self._done[key] = joint_bitsplit(
                 up.layer,
                 down.layer,
@@ -492,7 +517,9 @@ class ModCap:
         for pair in self.plan(bits, group_size)["chosen"]:
             if g.name in pair:
                 result = self.joint(pair, bits, group_size)
-                return result.up if g.name == pair[0] else result.down
+                if g.name == pair[1]:
+                    return result.down
+                return result.up if result.up is not None else self._per_site(g, bits, group_size)
         return self._per_site(g, bits, group_size)
 
 
@@ -525,4 +552,20 @@ def modcap_quantizer(
         groups.append(
             GroupData(g.name, weight, g.channel_axis, weight_digest(weight), tuple(g.sites), stacked)
         )
-    return ModCap(groups, site_edges(problem.fused), k=k, capacity=capacity, activations=source, **kw)
+    sites = {g.name: g.sites for g in problem.groups}
+
+    def recapture(up: str, weight: np.ndarray, down: str) -> np.ndarray | None:
+        # The downstream anchors' inputs on the same windows, in the same row order as `GroupData.rows`.
+        again = anchor_rows(problem, windows, sites=sites[down], weights={up: weight})
+        parts = [again[s] for s in sites[down]]
+        return None if any(r is None for r in parts) else np.concatenate(parts)
+
+    return ModCap(
+        groups,
+        site_edges(problem.fused),
+        k=k,
+        capacity=capacity,
+        activations=source,
+        recapture=None if rollout is None else recapture,
+        **kw,
+    )
