@@ -73,11 +73,15 @@ def _reconstruction(problem, quantizer, precision: str, grams: dict) -> dict[str
     return out
 
 
-def evaluate(path: Path, windows: int, calibration: int) -> dict:
+def _windows(path: Path, windows: int, calibration: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The model's real TEST windows, its TRAIN calibration windows, and the batch (= test windows)."""
     card = card_of(path)
     x, _ = test_windows(card, HORIZON, windows)
-    cal = train_windows(card, calibration)
-    batch = len(x)
+    return x, train_windows(card, calibration), len(x)
+
+
+def evaluate(path: Path, windows: int, calibration: int) -> dict:
+    x, cal, batch = _windows(path, windows, calibration)
     timings = {}
     t0 = time.perf_counter()
     fp32 = tvm_tqs.compile(str(path), target=TARGET, uniform="fp32", batch=batch)
@@ -139,10 +143,7 @@ def _fake_quant_model(problem, quantizer, bits: int):
         weights[g.name] = (
             w if quantizer is None else quantizer(w, bits, g.channel_axis, problem.group_size).dequantize()
         )
-    table = constant_table(problem, weights)
-    mod, hits = replace_constants(problem.fused, table)
-    if hits != set(table):
-        raise RuntimeError(f"{len(set(table) - hits)} weight constants not found in the fused graph")
+    mod = replace_constants(problem.fused, constant_table(problem, weights))
     _, outputs = io_names(problem.module)
     inputs, _ = model_signatures(problem.module, outputs)
     return CompiledModel(
@@ -190,10 +191,7 @@ def _modcap_plan(quantizer, bits: int, group_size: int) -> dict:
 
 
 def evaluate_weights(path: Path, windows: int, calibration: int, k: int, capacity: str) -> dict:
-    card = card_of(path)
-    x, _ = test_windows(card, HORIZON, windows)
-    cal = train_windows(card, calibration)
-    batch = len(x)
+    x, cal, batch = _windows(path, windows, calibration)
     timings = {}
     t0 = time.perf_counter()
     problem = PlanningProblem.from_model(str(path), TARGET, batch=batch)

@@ -260,10 +260,10 @@ def expose_site_inputs(mod: tvm.IRModule, sites: list[int]) -> tvm.IRModule:
     return with_extra_outputs(flat, picked)
 
 
-def replace_constants(mod: tvm.IRModule, table: dict[str, np.ndarray]) -> tuple[tvm.IRModule, set[str]]:
+def replace_constants(mod: tvm.IRModule, table: dict[str, np.ndarray]) -> tvm.IRModule:
     """A copy of `mod` whose constants in `main` with a `weight_digest` in `table` hold ``table[digest]``
-    (cast to the constant's dtype), and the digests replaced; what a model with some weights quantized
-    computes, without the quantize pass (the weights stay float constants)."""
+    (cast to the constant's dtype): what a model with some weights quantized computes, without the quantize
+    pass (the weights stay float constants). RuntimeError if a digest of `table` is no constant of `main`."""
 
     @relax.expr_functor.mutator
     class _Replace(relax.PyExprMutator):
@@ -286,7 +286,10 @@ def replace_constants(mod: tvm.IRModule, table: dict[str, np.ndarray]) -> tuple[
     replace = _Replace(mod)
     main = replace.visit_expr(mod["main"])
     funcs = {gv: (main if gv.name_hint == "main" else f) for gv, f in mod.functions.items()}
-    return tvm.IRModule(funcs, attrs=mod.attrs), replace.hits
+    missing = set(table) - replace.hits
+    if missing:
+        raise RuntimeError(f"{len(missing)} weight constants not found in the fused graph")
+    return tvm.IRModule(funcs, attrs=mod.attrs)
 
 
 def with_extra_outputs(flat: tvm.IRModule, exprs: list) -> tvm.IRModule:

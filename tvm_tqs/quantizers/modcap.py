@@ -142,6 +142,14 @@ def _lam(x: np.ndarray, damping: float) -> float:
     return damping * max(float(np.mean(np.sum(x * x, axis=0))) / max(len(x), 1), 1e-12)
 
 
+def _held_out(rows: int, holdout: int) -> np.ndarray:
+    """Mask of the rows that only judge steps: every `holdout`-th (none for 0)."""
+    held = np.zeros(rows, bool)
+    if holdout:
+        held[holdout - 1 :: holdout] = True
+    return held
+
+
 def _ridge_towards(x: np.ndarray, y: np.ndarray, w0: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """``W* = argmin_W ||y - x W^T||^2 / rows + lam ||W - w0||^2`` ([N, K]) and its Gram ``x^T x / rows +
     lam I``: ``tr((W* - W) G (W* - W)^T)`` is then that objective up to a constant, which is what Bit-Split
@@ -247,9 +255,7 @@ def joint_bitsplit(
     # Targets are fitted on most rows; every `holdout`-th row only judges a step. With few capture rows (one
     # per data-free context) the joint targets can fit those rows at the expense of the data they stand for;
     # a step must lower the objective on all rows AND not raise the plain output error on the held-out ones.
-    held = np.zeros(len(up.rows), bool)
-    if holdout:
-        held[holdout - 1 :: holdout] = True
+    held = _held_out(len(up.rows), holdout)
     fit_up, fit_down = (Layer(x.weight, x.channel_axis, x.rows[~held]) for x in (up, down))
     held_up, held_down = (Layer(x.weight, x.channel_axis, x.rows[held]) for x in (up, down))
     w_a, w_b = up.matrix, down.matrix
@@ -321,9 +327,7 @@ def refit_downstream(
     `JointResult.up` is None."""
     if rows_q.shape != down.rows.shape:
         raise ValueError(f"quantized-upstream rows {rows_q.shape} do not align with {down.rows.shape}")
-    held = np.zeros(len(rows_q), bool)
-    if holdout:
-        held[holdout - 1 :: holdout] = True
+    held = _held_out(len(rows_q), holdout)
     w_b = down.matrix
     y = down.rows @ w_b.T
     lam = _lam(down.rows, damping)
@@ -411,30 +415,21 @@ class ModCap:
             raise ValueError(f"k must be >= 0, got {self.k}")
         self.by_name = {g.name: g for g in self.groups}
         self.by_digest = {g.digest: g for g in self.groups}
-        self.pairs = adjacent_groups(self.edges, {g.name: g.sites for g in self.groups})
+        sites = {g.name: g.sites for g in self.groups}
+        self.pairs = adjacent_groups(self.edges, sites)
+        # A recurrent group is never a pair's downstream: its inputs move with its own weight.
+        self.recurrent = self_reaching(self.edges, sites)
         self.links: dict[tuple[str, str], Link] = {}
+        self.graph_pairs: list[tuple[str, str]] = []  # any other graph: only the downstream is refitted
         for a, b in self.pairs:
             up, down = self.by_name[a], self.by_name[b]
-            if up.rows is None or down.rows is None:
+            if up.rows is None or down.rows is None or b in self.recurrent:
                 continue
             link = find_link(up.rows @ up.layer.matrix.T, down.rows)
             if link is not None:
                 self.links[(a, b)] = link
-        # Pairs joined by any other graph: only their downstream is refitted, on re-read inputs; never a
-        # recurrent downstream (its inputs move with its own weight).
-        self.recurrent = self_reaching(self.edges, {g.name: g.sites for g in self.groups})
-        self.graph_pairs = (
-            []
-            if self.recapture is None
-            else [
-                p
-                for p in self.pairs
-                if p not in self.links
-                and p[1] not in self.recurrent
-                and self.by_name[p[0]].rows is not None
-                and self.by_name[p[1]].rows is not None
-            ]
-        )
+            elif self.recapture is not None:
+                self.graph_pairs.append((a, b))
 
     def _gram(self, g: GroupData) -> np.ndarray | None:
         return None if g.rows is None else damped_gram(g.rows, self.damping)
@@ -466,7 +461,7 @@ class ModCap:
                 errors = {g.name: self.reconstruction_error(g, bits, group_size) for g in self.groups}
                 cap = data_dependent_capacity({n: e for n, e in errors.items() if e is not None})
             ranked = differentials(cap, [p for p in self.pairs if p[0] in cap and p[1] in cap])
-            eligible = sorted(p for p in [*self.links, *self.graph_pairs] if p[1] not in self.recurrent)
+            eligible = sorted([*self.links, *self.graph_pairs])
             self._plans[key] = {
                 "capacity": cap,
                 "differentials": ranked,
