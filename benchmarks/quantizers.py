@@ -10,7 +10,9 @@ activations int8) with each quantizer:
 - ``rtn``: round-to-nearest, scale = max|w| / qmax;
 - ``mse``: the clipped scale minimising the weight error;
 - ``bitsplit``: Bit-Split and stitching with the Gram matrices of the sites' inputs captured data-free
-  (64 synthetic contexts through the compiled graph), compile()'s default for ``quantizer="bitsplit"``;
+  (64 synthetic contexts, each run free through the compiled graph: its first calls are burn-in, the
+  anchors' inputs are read on the calls after, `planning.activations.activation_capture`), compile()'s
+  default for ``quantizer="bitsplit"``;
 - ``bitsplit-cal``: the same with N real TRAIN windows as calibration (``calibration=``).
 
 Measures, against the model's own fp32 compile on the same windows:
@@ -209,6 +211,7 @@ def evaluate_weights(path: Path, windows: int, calibration: int, k: int, capacit
         "modcap-cal": modcap_quantizer(problem, cal, k=k, capacity=capacity),
     }
     timings["capture_s"] = time.perf_counter() - t0
+    activations = {name: q.activations for name, q in quantizers.items() if hasattr(q, "activations")}
     rows, plans = {}, {}
     for bits in WEIGHT_BITS:
         rows[bits], plans[bits] = {}, {}
@@ -233,6 +236,7 @@ def evaluate_weights(path: Path, windows: int, calibration: int, k: int, capacit
         "group_size": problem.group_size,
         "results": {f"W{b}": r for b, r in rows.items()},
         "modcap": {f"W{b}": p for b, p in plans.items()},
+        "activations": activations,
         "timings_s": timings,
     }
 
@@ -245,8 +249,9 @@ def markdown_weights(results: list[dict], payload: dict) -> str:
         f"{results[0]['group_size'] if results else '?'} reduction elements; int3 on [-3, 3]), dequantized "
         f"into the fp32 fused graph on x86; {HORIZON}-step rollouts from up to {payload['windows']} real test "
         f"windows against the same graph with the original weights; `-cal` variants capture activations on "
-        f"{payload['calibration']} train windows, the others on data-free contexts. ModCap: top-{payload['k']} "
-        f"{payload['capacity']} capacity differentials among adjacent groups, jointly reconstructed.",
+        f"{payload['calibration']} train windows, the others on {_data_free(results)}. ModCap: "
+        f"top-{payload['k']} {payload['capacity']} capacity differentials among adjacent groups, jointly "
+        "reconstructed.",
         "",
         "Rollout error ||y_q - y_fp32|| / ||y_fp32||; in brackets the median over weight groups of the per-group "
         "reconstruction error on the test windows' inputs.",
@@ -313,6 +318,11 @@ def markdown_weights(results: list[dict], payload: dict) -> str:
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def _data_free(results: list[dict]) -> str:
+    sources = {r.get("activations", {}).get("bitsplit") for r in results} - {None}
+    return "; ".join(sorted(sources)) or "data-free contexts"
 
 
 def _fmt(v, spec=".3g") -> str:

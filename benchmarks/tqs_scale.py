@@ -1,14 +1,16 @@
 """How do TQS scoring and compile scale with model size? Time and peak memory from 0.1M to 20M parameters.
 
-    python benchmarks/tqs_scale.py [--sizes NAME ...] [--paths rows calls] [--timeout S] [--out benchmarks/results]
+    python benchmarks/tqs_scale.py [--sizes NAME ...] [--paths rows calls] [--steps score responses compile]
+                                   [--timeout S] [--out benchmarks/results]
 
 Models: PatchTST on torch's ``nn.TransformerEncoder`` as in the zoo's ``etth1_patchtst6`` (channel-independent
 encoder, 12 patches, per-channel heads, 7 channels, lookback 96, stride 24), random weights (every layer
 initialised apart, so every weight is its own group), widths and depths chosen for ~0.1M to ~20M parameters;
 exported by torch (legacy exporter, opset 17, dynamic batch) into a temporary folder (nothing committed).
 
-Per model, each step in a fresh Python process (so its peak resident memory is its own; `ru_maxrss` of the
-child), timed wall-clock, with a per-step timeout:
+Per model, each step in a fresh Python process (so its peak resident memory is its own: ``VmHWM`` of the
+child's /proc/self/status; not ``ru_maxrss``, which Linux carries over exec from the parent that exported
+the models), timed wall-clock, with a per-step timeout:
 
 - ``score[auto]`` (and ``score[rows]`` / ``score[calls]`` with ``--paths``): ``tvm_tqs.score(model,
   horizon=96, seeds=8, mode="weight", path=...)``: the perturbed rollout compiled once, the rows of every
@@ -21,6 +23,7 @@ child), timed wall-clock, with a per-step timeout:
   (given the first score step's report).
 
 Reported: parameters, fused sites, weight groups, executions, seconds, seconds per scored site, peak RSS.
+The calls path runs its rows on `tvm_tqs.tqs_paths.workers()` threads (one per core; ``TVM_TQS_WORKERS``).
 The issue's goal: 20M parameters scored and compiled in <= 10 min and <= 8 GiB on 2 cores, the scoring
 cost linear in the number of sites. Writes benchmarks/results/tqs_scale.{json,md} and, with matplotlib,
 tqs_scale.png.
@@ -50,6 +53,7 @@ SIZES = {
     "20M": (384, 11, 1536),
 }
 HORIZON, SEEDS, TIMEOUT = 96, 8, 1800
+STEPS = ("score", "responses", "compile")
 
 
 def build_model(d_model: int, layers: int, d_ff: int, out: Path) -> dict:
@@ -101,6 +105,18 @@ def build_model(d_model: int, layers: int, d_ff: int, out: Path) -> dict:
     return {"params": int(sum(p.numel() for p in model.parameters())), "onnx_bytes": out.stat().st_size}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory: VmHWM (its own address space; ru_maxrss would include the
+    parent's peak before exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(step: str, model: str, report_path: str) -> dict:
     """Run one step in this process and return its facts (the parent reads them from stdout)."""
     import tvm_tqs
@@ -135,7 +151,7 @@ def child(step: str, model: str, report_path: str) -> dict:
     else:
         raise SystemExit(f"unknown step {step!r}")
     out["seconds"] = time.perf_counter() - t0
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = peak_rss_mib()
     return out
 
 
@@ -162,12 +178,21 @@ def markdown(rows: list[dict], payload: dict) -> str:
         "",
         f"Machine: {env['machine']}; {env['load']}. Method in benchmarks/tqs_scale.py's docstring "
         f"(horizon {HORIZON}, {SEEDS} seeds, weight mode; each step a fresh process; timeout "
-        f"{payload['timeout']:.0f} s).",
+        f"{payload['timeout']:.0f} s; calls-path rows on {payload.get('workers', 1)} worker threads).",
         "",
+    ]
+    if payload.get("peak") != "VmHWM":
+        lines += [
+            "Peak RSS of this run is the child's `ru_maxrss`, which Linux carries over exec from the parent: "
+            "where the parent had exported a larger model first, a step shows the parent's peak (a floor; "
+            "repeated values) rather than its own. Values above that floor are the step's own.",
+            "",
+        ]
+    lines += [
         "| model | params | step | status | path | sites (scored) | executions | seconds | s per scored site | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["params"]):
         for s in r["steps"]:
             scored = s.get("scored")
             per_site = f"{s['seconds'] / scored:.2f}" if scored and s["status"] == "ok" else "-"
@@ -191,9 +216,10 @@ def plot(rows: list[dict], out: Path) -> Path | None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     steps = sorted({s["step"] for r in rows for s in r["steps"]})
     for step in steps:
-        pts = [
-            (r["params"], s) for r in rows for s in r["steps"] if s["step"] == step and s["status"] == "ok"
-        ]
+        pts = sorted(
+            ((r["params"], s) for r in rows for s in r["steps"] if s["step"] == step and s["status"] == "ok"),
+            key=lambda p: p[0],
+        )
         if not pts:
             continue
         xs = [p for p, _ in pts]
@@ -225,10 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", choices=list(SIZES), help="model sizes (default: all)")
     parser.add_argument("--paths", nargs="*", default=["auto"], choices=["auto", "rows", "calls"])
+    parser.add_argument(
+        "--steps",
+        nargs="*",
+        default=list(STEPS),
+        choices=list(STEPS),
+        help="steps per model (default all; compile includes the responses, which 'responses' times alone)",
+    )
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds per step ({TIMEOUT})")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
-    payload = {"command": command_line("tqs_scale.py"), "environment": machine_env(), "timeout": args.timeout}
+    from tvm_tqs.tqs_paths import workers
+
+    payload = {
+        "command": command_line("tqs_scale.py"),
+        "environment": machine_env(),
+        "timeout": args.timeout,
+        "workers": workers(),
+        "peak": "VmHWM",
+    }
     rows = []
     with tempfile.TemporaryDirectory(prefix="tqs-scale-") as tmp:
         for name in args.sizes or list(SIZES):
@@ -237,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {"name": name, "d_model": d_model, "layers": layers, "d_ff": d_ff}
             row |= build_model(d_model, layers, d_ff, model)
             report_path = Path(tmp) / f"{name}.report.json"
-            steps = [f"score[{p}]" for p in args.paths] + ["responses", "compile"]
+            steps = [f"score[{p}]" for p in args.paths] if "score" in args.steps else []
+            steps += [step for step in ("responses", "compile") if step in args.steps]
             row["steps"] = []
             for step in steps:
                 result = run_step(step, model, report_path, args.timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .channels_last import ChannelsLastConv
 from .legalize_tagged import OP_KIND_ATTR, LegalizeOpsTagged
 
 OP_KINDS_ATTR = "tvm_tqs.op_kinds"
@@ -65,17 +66,25 @@ class FuseOpsTagged:
         return fused
 
 
+def prelegalize() -> tvm.transform.Pass:
+    """Training-style ops in their inference form, convolutions channels-last (`ChannelsLastConv`): the
+    graph the sites are read from (`fuse_pipeline`, `site_graph.legalize_for_sites`)."""
+    return tvm.transform.Sequential(
+        [relax.transform.DecomposeOpsForInference(), ChannelsLastConv()], name="tvm_tqs.prelegalize"
+    )
+
+
 def fuse_pipeline() -> tvm.transform.Pass:
     """Imported Relax module -> the compiled, operator-fused graph (one PrimFunc per fused op).
 
     The same passes as TVM's zero pipeline (LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps,
     FuseTIR), which `tvm.compile` does not run on CPU, with the op kinds carried through.
-    DecomposeOpsForInference first turns training-style ops (batch norm, layer norm variants) into
-    their inference form, as the default pipeline would.
+    `prelegalize` first turns training-style ops (batch norm, layer norm variants) into their inference
+    form, as the default pipeline would, and convolutions channels-last.
     """
     return tvm.transform.Sequential(
         [
-            relax.transform.DecomposeOpsForInference(),
+            prelegalize(),
             LegalizeOpsTagged(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import relax
 
+from .fuse import prelegalize
 from .legalize_tagged import OP_KIND_ATTR, LegalizeOpsTagged
 
 Constant = tvm.ir.expr.GenericConst
@@ -38,7 +39,7 @@ def flat_bindings(func: relax.Function) -> list:
 
 def legalize_for_sites(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[int, relax.Call]]:
     """The first half of `fuse_pipeline` (up to FuseOps), and each binding var's pre-legalization op call."""
-    pre = relax.transform.DecomposeOpsForInference()(mod)
+    pre = prelegalize()(mod)
     pre_calls = {
         b.var.__hash__(): b.value
         for b in flat_bindings(pre["main"])

@@ -39,13 +39,13 @@ def mlp_forecaster(lookback=16, horizon=4, channels=2, hidden=8, seed=0, batch="
     )
 
 
-def shared_weight_model(width=8, seed=1) -> onnx.ModelProto:
+def shared_weight_model(width=8, seed=1, conv_out=3) -> onnx.ModelProto:
     """Two MatMuls reading the same initializer, then a Conv1d: exercises weight ids and MAC counts."""
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "w")
     k = numpy_helper.from_array(
-        rng.standard_normal((3, 1, 2)).astype(np.float32), "k"
-    )  # out=3, in=1, kernel=2
+        rng.standard_normal((conv_out, 1, 2)).astype(np.float32), "k"
+    )  # out=conv_out, in=1, kernel=2
     nodes = [
         helper.make_node("MatMul", ["x", "w"], ["a"], name="mm_a"),
         helper.make_node("Tanh", ["a"], ["a1"], name="tanh"),
@@ -55,7 +55,7 @@ def shared_weight_model(width=8, seed=1) -> onnx.ModelProto:
     return _model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, width - 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, conv_out, width - 1])],
         [w, k],
     )
 

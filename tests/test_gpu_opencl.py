@@ -142,11 +142,6 @@ def _to_rows(spec: Conv1dSpec, y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y.reshape(spec.batch * spec.out_width, spec.out_channels))
 
 
-def _to_layout(spec: Conv1dSpec, rows: np.ndarray) -> np.ndarray:
-    y = rows.reshape(spec.batch, spec.out_width, spec.out_channels)
-    return np.ascontiguousarray(y.transpose(0, 2, 1) if spec.layout == "NCW" else y)
-
-
 def conv1d_case(
     op: str,
     spec: Conv1dSpec,
@@ -191,7 +186,7 @@ def conv1d_case(
         named, exact, rtol = {"x": x, "x_scale": xs}, unit, 2e-5
     named["residual"] = res
     args = [named[spec_.name] for spec_ in kern.inputs] + kern.const_args(packed, b)
-    return Case(kern, args, _to_layout(spec, rows), exact=exact, rtol=rtol)
+    return Case(kern, args, reference.to_layout(spec, rows), exact=exact, rtol=rtol)
 
 
 # -- running ------------------------------------------------------------------------------------

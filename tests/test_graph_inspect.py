@@ -15,17 +15,19 @@ from tvm_tqs.runtime import VMRunner, build
 
 def test_sites_kinds_shapes_weights_macs():
     ops = tvm_tqs.inspect(shared_weight_model())
-    assert [op.index for op in ops] == [0, 1, 2]
-    assert [op.kinds for op in ops] == [("matmul", "tanh"), ("matmul",), ("conv1d",)]
-    assert [op.anchor for op in ops] == ["matmul", "matmul", "conv1d"]
-    assert [op.inputs[0].shape for op in ops] == [(1, 1, 8)] * 3
-    assert ops[2].outputs[0].shape == (1, 3, 7)
-    # MatMul [1,1,8] x [8,8]: 8*8 MACs; Conv1d 3 out x 7 positions x 1 in x kernel 2.
-    assert [op.macs for op in ops] == [64, 64, 42]
+    assert [op.index for op in ops] == [0, 1, 2, 3, 4]
+    # The conv runs channels-last (passes/channels_last.py): the NCW tensors are transposed around it.
+    kinds = [("matmul", "tanh"), ("matmul",), ("permute_dims",), ("conv1d",), ("permute_dims",)]
+    assert [op.kinds for op in ops] == kinds
+    assert [op.anchor for op in ops] == ["matmul", "matmul", "permute_dims", "conv1d", "permute_dims"]
+    assert [op.inputs[0].shape for op in ops] == [(1, 1, 8), (1, 1, 8), (1, 1, 8), (1, 8, 1), (1, 7, 3)]
+    assert ops[3].outputs[0].shape == (1, 7, 3) and ops[4].outputs[0].shape == (1, 3, 7)
+    # MatMul [1,1,8] x [8,8]: 8*8 MACs; Conv1d 3 out x 7 positions x 1 in x kernel 2; transposes none.
+    assert [op.macs for op in ops] == [64, 64, 0, 42, 0]
     # Both MatMuls read the same initializer: one weight id, counted once.
     assert ops[0].weights[0].id == ops[1].weights[0].id == "w0"
     assert ops[0].weights[0].shape == (8, 8) and ops[0].weights[0].nbytes == 256
-    assert ops[2].weights[0].id == "w1" and ops[2].weights[0].size == 6
+    assert ops[3].weights[0].id == "w1" and ops[3].weights[0].size == 6
 
 
 def test_table_is_deterministic_and_json_serialisable():

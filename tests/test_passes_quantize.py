@@ -184,8 +184,8 @@ def test_shared_weight_gets_one_precision_and_one_packed_constant():
         calls.append(w.shape)
         return rtn(w, bits, channel_axis, group_size)
 
-    res = quantize(model, {0: "int8", 1: "int8", 2: "int8"}, "x86", counting)
-    assert [s.applied for s in res.sites] == ["int8", "int8", "int8"]
+    res = quantize(model, {0: "int8", 1: "int8", 3: "int8"}, "x86", counting)  # 2, 4: the conv's transposes
+    assert [s.applied for s in res.sites] == ["int8", "int8", "fp32", "int8", "fp32"]
     # the shared weight was quantized once; the conv weight [O, I, KW] is given tap-major [O, KW, I]
     assert calls == [(8, 8), (3, 2, 1)]
     kernel_calls = [b.value for b in call_sites(res.mod) if b.value.args[0].name_hint.startswith("tqs_dense")]

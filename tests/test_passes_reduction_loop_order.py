@@ -26,7 +26,8 @@ def _reduction_blocks(func: tirx.PrimFunc) -> tuple[int, int]:
 def test_reorders_reductions_and_keeps_every_bit():
     for model, shapes, x_shape in [
         (mlp_forecaster(), {"batch": 3}, (3, 16, 2)),
-        (shared_weight_model(), None, (1, 1, 8)),
+        # 4 conv outputs: channels-last, the output channels are the innermost spatial loop (>= 4 to reorder)
+        (shared_weight_model(conv_out=4), None, (1, 1, 8)),
     ]:
         mod = fuse(model, shapes)
         out = ReductionLoopOrder()(mod)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tvm_tqs
@@ -84,3 +85,43 @@ def test_compile_options_refuse_bad_combinations_on_construction(kwargs, message
         CompileOptions(**kwargs)
     with pytest.raises(tvm_tqs.TQSError, match=message):  # compile() checks before reading the model
         tvm_tqs.compile("/nonexistent/model.onnx", target="x86", **kwargs)
+
+
+def test_data_free_activations_are_deterministic_and_need_only_the_contract():
+    from tvm_tqs.contexts import SyntheticContexts
+    from tvm_tqs.planning import activations
+
+    spec = PlanningProblem.from_model(example_model(), "x86").rollout
+    a, b = activations.activation_capture(spec), activations.activation_capture(spec)
+    np.testing.assert_array_equal(a.windows, b.windows)
+    # The start windows are the synthetic family's and nothing else: no data reaches the default path.
+    np.testing.assert_array_equal(
+        a.windows, SyntheticContexts().make(spec, activations.GRAM_CONTEXTS, seed=0)
+    )
+    assert a.calls == activations.GRAM_BURN_IN + activations.GRAM_CALLS and a.skip == activations.GRAM_BURN_IN
+    assert a.source.startswith("data-free") and a.exog is None
+    cal = activations.activation_capture(spec, a.windows[:5])
+    assert (cal.calls, cal.skip, cal.source) == (1, 0, "calibration (5 windows)")
+
+
+def test_data_free_activations_follow_the_models_own_rollout():
+    """Rows captured at call j of a Capture are the anchors' inputs on the window the fp32 model's own
+    free-running rollout reaches after j calls (`contexts.burn_in`), call after call."""
+    from tvm_tqs.contexts import SyntheticContexts, burn_in
+    from tvm_tqs.planning.activations import Capture, anchor_rows
+
+    problem = PlanningProblem.from_model(example_model(), "x86", batch=3)
+    spec = problem.rollout
+    ctx = SyntheticContexts().make(spec, 3, seed=4)
+    rows = anchor_rows(problem, Capture(ctx, calls=3, skip=1))
+    traj = tvm_tqs.compile(example_model(), target="x86", uniform="fp32", batch=3).rollout(
+        ctx, 2 * spec.stride
+    )
+    moved = [anchor_rows(problem, burn_in(spec, ctx, traj[:, : j * spec.stride])) for j in (1, 2)]
+    for site, got in rows.items():
+        want = np.concatenate([m[site] for m in moved])
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    # ... and differ from the synthetic windows' own rows: the trajectory moved them.
+    first = anchor_rows(problem, ctx)
+    assert not any(np.allclose(rows[s][: len(first[s])], first[s]) for s in rows)

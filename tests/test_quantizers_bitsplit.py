@@ -56,6 +56,51 @@ def test_mse_never_worse_than_rtn_and_bitsplit_updates_never_raise_their_objecti
     assert [v for s, v in history if s == "output"][-1] <= [v for s, v in history if s == "output"][0]
 
 
+def _output_objective(qw, w, gram):
+    e = as_matrix(qw.dequantize().astype(np.float64) - w, 1)
+    return float(np.sum((e @ gram) * e))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    bits=st.sampled_from([2, 3, 4]),
+    n=st.integers(1, 5),
+    k=st.integers(2, 24),
+    group=st.one_of(st.none(), st.sampled_from([4, 8])),
+    rows=st.integers(1, 5),
+    seed=st.integers(0, 999),
+)
+def test_bitsplit_is_never_worse_than_rtn_or_mse_on_its_output_objective(bits, n, k, group, rows, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_t(3, (k, n)).astype(np.float32)
+    x = np.cumsum(rng.standard_normal((rows, k)), axis=1)  # few, strongly correlated rows
+    gram = x.T @ x + 1e-4 * np.mean(np.diag(x.T @ x)) * np.eye(k)
+    mine = _output_objective(bitsplit(w, bits, 1, group, gram=gram), w, gram)
+    for other in (rtn, mse):
+        assert mine <= _output_objective(other(w, bits, 1, group), w, gram) * (1 + 1e-9) + 1e-12
+
+
+@pytest.mark.parametrize(("seed", "k", "bits"), [(214, 4, 3), (411, 11, 2)])
+def test_bitsplit_keeps_rtn_where_its_weight_stage_leads_the_output_stage_astray(seed, k, bits):
+    # Cases where the output stage started from the weight stage's grid ends 1.7x / 2.7x above rtn (found by
+    # search): the output stage must start from the better of them and so end at or below rtn.
+    rng = np.random.default_rng(seed)
+    rng.integers(4, 40), rng.integers(1, 6), rng.choice([2, 3, 4])  # the search's draws, replayed
+    w = rng.standard_t(3, (k, 1)).astype(np.float32)
+    x = np.cumsum(rng.standard_normal((int(rng.integers(1, 6)), k)), axis=1) if seed == 214 else None
+    if x is None:
+        x = rng.standard_normal((3, k)) + 5 * rng.standard_normal((3, 1))
+    group = None if seed % 2 == 0 else 8
+    gram = x.T @ x + 1e-4 * np.mean(np.diag(x.T @ x)) * np.eye(k)
+    history: list = []
+    qw = bitsplit(w, bits, 1, group, gram=gram, history=history)
+    weight_stage = bitsplit(w, bits, 1, group)  # where the output stage started before
+    rtn_obj = _output_objective(rtn(w, bits, 1, group), w, gram)
+    assert _output_objective(weight_stage, w, gram) > 1.5 * rtn_obj
+    assert _output_objective(qw, w, gram) <= rtn_obj * (1 + 1e-6)
+    assert [v for s, v in history if s == "output"][0] <= rtn_obj * (1 + 1e-6)
+
+
 def test_bitsplit_finds_a_known_optimum():
     # Weights exactly on a 4-bit grid with a per-channel scale: the optimum is zero error, which rounding
     # to a max-based scale misses whenever a channel's largest code is not qmax.
@@ -139,7 +184,7 @@ def test_compile_with_a_named_quantizer_runs_close_to_fp32(name):
     fp32 = tvm_tqs.compile(example_model(), target="x86", uniform="fp32")
     assert model.quantize_report["quantizer"] == name
     if name == "bitsplit":
-        assert model.quantize_report["quantizer_activations"] == "data-free (64 synthetic contexts)"
+        assert model.quantize_report["quantizer_activations"].startswith("data-free (64 synthetic contexts")
     ref = fp32.run(window)[0]
     err = np.linalg.norm(model.run(window)[0] - ref) / np.linalg.norm(ref)
     err_rtn = np.linalg.norm(rtn_model.run(window)[0] - ref) / np.linalg.norm(ref)

@@ -230,7 +230,8 @@ def im2col(spec: Conv1dSpec, x: np.ndarray) -> np.ndarray:
     return cols.reshape(b * spec.out_width, spec.kernel_size * c)
 
 
-def _to_layout(spec: Conv1dSpec, y: np.ndarray) -> np.ndarray:
+def to_layout(spec: Conv1dSpec, y: np.ndarray) -> np.ndarray:
+    """GEMM rows [B * W, N] -> the conv's output layout [B, N, W] (NCW) / [B, W, N] (NWC)."""
     y = y.reshape(spec.batch, spec.out_width, spec.out_channels)
     return np.ascontiguousarray(y.transpose(0, 2, 1) if spec.layout == "NCW" else y)
 
@@ -249,11 +250,11 @@ def conv1d_int8(
     """Reference of ``KernelSet.conv1d_int8``: im2col then ``dense_int8`` (per-row = per output position)."""
     q = conv_matrix(q) if np.ndim(q) == 3 else q
     y = dense_int8(isa, im2col(spec, x), q, w_scale, bias, epilogue, act, x_scale)
-    return _to_layout(spec, y)
+    return to_layout(spec, y)
 
 
 def conv1d_fp32(
     spec: Conv1dSpec, x: np.ndarray, w: np.ndarray, bias=None, activation_name=None
 ) -> np.ndarray:
     w = conv_matrix(w) if np.ndim(w) == 3 else w
-    return _to_layout(spec, dense_fp32(w, im2col(spec, x), bias, activation_name))
+    return to_layout(spec, dense_fp32(w, im2col(spec, x), bias, activation_name))

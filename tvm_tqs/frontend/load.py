@@ -19,6 +19,7 @@ from ..contract import RolloutSpec
 from ..errors import MissingShapeError, ModelLoadError, RolloutSpecError, TQSError, UnsupportedOpsError
 from .converters import install as install_converters
 from .converters import supported_op_types
+from .converters.rnn_loop import RECURRENT_MODES, recurrent_mode
 
 ROLLOUT_ATTR = "tvm_tqs.rollout"
 ROLLOUT_ERROR_ATTR = "tvm_tqs.rollout_error"  # why no contract could be inferred (raised when one is needed)
@@ -47,7 +48,11 @@ def as_rollout_spec(rollout: RolloutLike | None) -> RolloutSpec | None:
 
 
 def load(
-    model: ModelLike, input_shapes: InputShapes | None = None, *, rollout: RolloutLike | None = None
+    model: ModelLike,
+    input_shapes: InputShapes | None = None,
+    *,
+    rollout: RolloutLike | None = None,
+    recurrent: str = "unroll",
 ) -> tvm.IRModule:
     """Import a model into TVM Relax with static shapes.
 
@@ -62,6 +67,10 @@ def load(
     rollout : RolloutSpec, dict or path, optional
         The rollout contract, overriding the one in the model's metadata (or inferred); checked against
         the model's inputs and outputs.
+    recurrent : {"unroll", "loop"}
+        How ONNX LSTM/GRU/RNN nodes are imported: unrolled over time (the default; what `compile`
+        plans and quantizes), or ``"loop"``: one fp32 loop kernel per layer direction
+        (`targets.kernels.recurrent`; opt-in, not yet quantizable; docs/converters.md).
 
     Returns
     -------
@@ -78,12 +87,14 @@ def load(
     UnsupportedOpsError
         Operators no converter handles (all of them, with counts and the first node of each).
     """
+    if recurrent not in RECURRENT_MODES:
+        raise TQSError(f"recurrent= must be one of {', '.join(RECURRENT_MODES)}, got {recurrent!r}")
     if isinstance(model, tvm.IRModule):
         if "main" not in [gv.name_hint for gv in model.get_global_vars()]:
             raise ModelLoadError("the IRModule passed to load() has no 'main' function")
         return model
     proto, source = read_onnx(model)
-    return import_onnx(proto, input_shapes, source, rollout=rollout)
+    return import_onnx(proto, input_shapes, source, rollout=rollout, recurrent=recurrent)
 
 
 def read_onnx(model: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -334,6 +345,7 @@ def import_onnx(
     source: str = "model",
     *,
     rollout: RolloutLike | None = None,
+    recurrent: str = "unroll",
 ) -> tvm.IRModule:
     """ONNX proto -> Relax IRModule with our converters, static shapes, and the rollout contract attached."""
     missing_ops = unsupported_ops(proto)
@@ -346,7 +358,7 @@ def import_onnx(
     from tvm.relax.frontend.onnx import from_onnx
 
     def run_importer(p):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), recurrent_mode(recurrent):
             warnings.simplefilter("ignore")  # renames and checker chatter; errors below are what matter
             return from_onnx(p, shape_dict=shapes, keep_params_in_input=False)
 

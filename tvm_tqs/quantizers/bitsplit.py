@@ -23,6 +23,7 @@ import numpy as np
 
 from .base import QuantizedWeight, as_matrix
 from .mse import mse
+from .rtn import rtn
 
 
 def split_planes(q: np.ndarray, bits: int) -> np.ndarray:
@@ -143,11 +144,19 @@ def bitsplit(
     out, red = m.shape
     if gram is not None and np.shape(gram) != (red, red):
         raise ValueError(f"gram must be [{red}, {red}] (the reduction of the weight), got {np.shape(gram)}")
+    group = red if group_size is None else int(group_size)
     start = mse(w, bits, channel_axis, group_size)
-    prob = _Problem(m, start.q, start.scale, bits, red if group_size is None else int(group_size))
+    prob = _Problem(m, start.q, start.scale, bits, group)
     _run(prob, prob.weight_scales, prob.weight_planes, sweeps, "weight", history)
     if gram is not None:
         prob.gram = np.asarray(gram, dtype=np.float64)
+        # The output stage starts from whichever of the weight stage's result, rtn and mse reconstructs best:
+        # its updates never raise the objective, so the result is never worse than rtn on it.
+        for other in (rtn(w, bits, channel_axis, group_size), start):
+            alt = _Problem(m, other.q, other.scale, bits, group)
+            alt.gram = prob.gram
+            if alt.objective() < prob.objective():
+                prob = alt
         _run(prob, prob.output_scales, prob.output_planes, sweeps, "output", history)
     q = prob.q.astype(np.int8)
     return QuantizedWeight(q, prob.scale.astype(np.float32), bits, group_size, tuple(w.shape), channel_axis)

@@ -524,21 +524,15 @@ def modcap_quantizer(
     """`ModCap` for a `PlanningProblem`: each group's anchor inputs captured through the compiled graph on
     `calibration` windows when given, else on the data-free contexts `bitsplit_quantizer` uses (so groups
     outside the chosen pairs get exactly the same Bit-Split)."""
-    from ..contexts import SyntheticContexts, validate_contexts
     from ..graph import site_edges, weight_digest
-    from ..planning.activations import GRAM_CONTEXTS, anchor_rows
+    from ..planning.activations import activation_capture, anchor_rows
 
     rollout = problem.rollout
     if rollout is None:
         rows, source = {}, "none: the model has no rollout contract (weight error only)"
     else:
-        if calibration is not None:
-            windows = validate_contexts(rollout, calibration)
-            source = f"calibration ({len(windows)} windows)"
-        else:
-            windows = SyntheticContexts().make(rollout, GRAM_CONTEXTS, seed=0)
-            source = f"data-free ({len(windows)} synthetic contexts)"
-        rows = anchor_rows(problem, windows)
+        capture = activation_capture(rollout, calibration)
+        rows, source = anchor_rows(problem, capture), capture.source
     groups = []
     for g in problem.groups:
         site_rows = [rows.get(s) for s in g.sites]
@@ -551,7 +545,7 @@ def modcap_quantizer(
 
     def recapture(up: str, weight: np.ndarray, down: str) -> np.ndarray | None:
         # The downstream anchors' inputs on the same windows, in the same row order as `GroupData.rows`.
-        again = anchor_rows(problem, windows, sites=sites[down], weights={up: weight})
+        again = anchor_rows(problem, capture, sites=sites[down], weights={up: weight})
         parts = [again[s] for s in sites[down]]
         return None if any(r is None for r in parts) else np.concatenate(parts)
 

@@ -8,6 +8,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 from .onnx_node import invalid_attribute
 from .rnn_activations import scalar_const
 from .rnn_config import check_optional_shape, parse_node, state_shape
+from .rnn_loop import emit_loop, loop_requested
 from .rnn_unroll import (
     activate,
     assemble_outputs,
@@ -58,6 +59,12 @@ class GRU(OnnxOpConverter):
         check_optional_shape(cfg, "B", inputs[3], [num_dirs, 6 * hidden])
         check_optional_shape(cfg, "initial_h", inputs[5], state_shape(cfg))
 
+        if loop_requested():  # opt-in: one loop kernel per direction (None: not covered, unroll)
+            looped = emit_loop(
+                bb, "gru", cfg, inputs, attr, ("Sigmoid", "Tanh"), linear_before_reset=linear_before_reset
+            )
+            if looped is not None:
+                return looped
         x = time_major(bb, cfg, inputs[0])
         w, r, b = (as_weight(inputs[i]) for i in (1, 2, 3))
         h0s = initial_states(bb, cfg, inputs[5])

@@ -8,6 +8,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 from .onnx_node import invalid_attribute
 from .rnn_activations import scalar_const
 from .rnn_config import check_optional_shape, parse_node, state_shape
+from .rnn_loop import emit_loop, loop_requested
 from .rnn_unroll import (
     activate,
     assemble_outputs,
@@ -52,6 +53,12 @@ class LSTM(OnnxOpConverter):
         check_optional_shape(cfg, "initial_c", inputs[6], state_shape(cfg))
         check_optional_shape(cfg, "P", inputs[7], [num_dirs, 3 * hidden])
 
+        if loop_requested():  # opt-in: one loop kernel per direction (None: not covered, unroll)
+            looped = emit_loop(
+                bb, "lstm", cfg, inputs, attr, ("Sigmoid", "Tanh", "Tanh"), input_forget=input_forget
+            )
+            if looped is not None:
+                return looped
         x = time_major(bb, cfg, inputs[0])
         w, r, b, p = (as_weight(inputs[i]) for i in (1, 2, 3, 7))
         h0s = initial_states(bb, cfg, inputs[5])

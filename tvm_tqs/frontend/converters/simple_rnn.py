@@ -6,6 +6,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from .rnn_config import check_optional_shape, parse_node, state_shape
+from .rnn_loop import emit_loop, loop_requested
 from .rnn_unroll import (
     activate,
     assemble_outputs,
@@ -42,6 +43,10 @@ class RNN(OnnxOpConverter):
         check_optional_shape(cfg, "B", inputs[3], [num_dirs, 2 * hidden])
         check_optional_shape(cfg, "initial_h", inputs[5], state_shape(cfg))
 
+        if loop_requested():  # opt-in: one loop kernel per direction (None: not covered, unroll)
+            looped = emit_loop(bb, "rnn", cfg, inputs, attr, ("Tanh",))
+            if looped is not None:
+                return looped
         x = time_major(bb, cfg, inputs[0])
         w, r, b = (as_weight(inputs[i]) for i in (1, 2, 3))
         h0s = initial_states(bb, cfg, inputs[5])
